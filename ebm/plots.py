@@ -1,0 +1,110 @@
+"""Figures. Each function takes arrays and a path, writes one PNG, and returns the path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+
+def to_uint8(images: np.ndarray) -> np.ndarray:
+    """[-1, 1] floats (N, H, W[, 1]) -> uint8 (N, H, W)."""
+    x = np.asarray(images, dtype="float32")
+    if x.ndim == 4:
+        x = x[..., 0]
+    return np.clip(np.rint((x + 1.0) * 127.5), 0, 255).astype(np.uint8)
+
+
+def tile(images: np.ndarray, ncols: int | None = None, pad: int = 2) -> np.ndarray:
+    """Arrange (N, H, W[, 1]) images in [-1, 1] as one uint8 mosaic with a dark border."""
+    x = to_uint8(images)
+    n, h, w = x.shape
+    ncols = ncols or int(np.ceil(np.sqrt(n)))
+    nrows = int(np.ceil(n / ncols))
+    out = np.zeros((nrows * (h + pad) + pad, ncols * (w + pad) + pad), dtype=np.uint8)
+    for i in range(n):
+        r, c = divmod(i, ncols)
+        out[pad + r * (h + pad): pad + r * (h + pad) + h, pad + c * (w + pad): pad + c * (w + pad) + w] = x[i]
+    return out
+
+
+def save_grid(images: np.ndarray, path: str | Path, ncols: int | None = None, scale: int = 3) -> Path:
+    """A square-ish grid of images, upscaled ``scale`` times (nearest neighbour), as PNG."""
+    from PIL import Image
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    mosaic = tile(images, ncols)
+    Image.fromarray(mosaic).resize((mosaic.shape[1] * scale, mosaic.shape[0] * scale), Image.NEAREST).save(path)
+    return path
+
+
+def save_chain_figure(snapshots: Mapping[int, np.ndarray], path: str | Path, chains: int = 8) -> Path:
+    """Rows are chains, columns are Langevin steps (titled with the step number)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    steps = sorted(snapshots)
+    chains = min(chains, len(snapshots[steps[0]]))
+    fig, axes = plt.subplots(chains, len(steps), figsize=(1.1 * len(steps), 1.1 * chains + 0.4), squeeze=False)
+    for col, step in enumerate(steps):
+        imgs = to_uint8(snapshots[step][:chains])
+        for row in range(chains):
+            ax = axes[row, col]
+            ax.imshow(imgs[row], cmap="gray", vmin=0, vmax=255)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if row == 0:
+                ax.set_title(str(step), fontsize=8)
+    fig.suptitle("Langevin chains from uniform noise (column = step)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def save_energy_histogram(energies: Mapping[str, np.ndarray], path: str | Path, bins: int = 60) -> Path:
+    """Overlaid histograms of E(x) for named sets of images."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    values = np.concatenate([np.asarray(v).ravel() for v in energies.values()])
+    edges = np.histogram_bin_edges(values[np.isfinite(values)], bins=bins)
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for name, e in energies.items():
+        ax.hist(np.asarray(e).ravel(), bins=edges, alpha=0.55, label=f"{name} (mean {np.mean(e):.3g})")
+    ax.set_xlabel("energy E(x)  (lower = more data-like)")
+    ax.set_ylabel("count")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def save_loss_curves(history: pd.DataFrame, path: str | Path) -> Path:
+    """Per-epoch training metrics: losses on the left, mean energies on the right."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.5))
+    epoch = history["epoch"] if "epoch" in history else np.arange(1, len(history) + 1)
+    for col in ("loss", "cdiv", "reg", "val_cdiv"):
+        if col in history:
+            left.plot(epoch, history[col], marker=".", label=col)
+    for col in ("real", "fake", "val_real", "val_fake"):
+        if col in history:
+            right.plot(epoch, history[col], marker=".", label=col)
+    left.set_title("losses")
+    right.set_title("mean energy (val_fake = uniform noise)")
+    for ax in (left, right):
+        ax.set_xlabel("epoch")
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
