@@ -140,7 +140,7 @@ class Params:
 
     def __post_init__(self):
         bad = [s for s in self.generate.snapshot_steps if s > self.sampler.steps]
-        _check(not bad, "snapshot_steps", f"{bad} exceed sampler.steps={self.sampler.steps}")
+        _check(not bad, "generate.snapshot_steps", f"{bad} exceed sampler.steps={self.sampler.steps}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

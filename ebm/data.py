@@ -67,6 +67,8 @@ def load_mnist5k(cfg: DataConfig) -> tuple[Split, Split]:
     images = np.clip(np.rint(flat), 0, 255).astype(np.uint8).reshape(-1, RAW_SIZE, RAW_SIZE)
     labels = labels.astype(np.int64)
     train, test = stratified_split(labels, cfg.test_fraction, cfg.seed)
+    if len(train) == 0 or len(test) == 0:
+        raise DataError(f"data.test_fraction={cfg.test_fraction} leaves an empty train or test split")
     return Split(preprocess(images[train]), labels[train]), Split(preprocess(images[test]), labels[test])
 
 

@@ -1,0 +1,34 @@
+import os
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import pytest  # noqa: E402
+import yaml  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def tiny_params_dict() -> dict:
+    """The project's params.yaml shrunk to seconds: few epochs, short chains, small sets."""
+    p = yaml.safe_load((ROOT / "params.yaml").read_text())
+    p["train"].update(epochs=2, batch_size=32, buffer_size=256)
+    p["train"]["sampler"]["steps"] = 3
+    p["sampler"]["steps"] = 6
+    p["generate"].update(n=16, snapshot_steps=[0, 2, 6], chains_shown=4)
+    p["evaluate"]["batch_size"] = 64
+    return p
+
+
+@pytest.fixture
+def tiny_params_dict_():
+    return tiny_params_dict()
+
+
+@pytest.fixture
+def mlflow_store(tmp_path, monkeypatch):
+    """A fresh SQLite MLflow store for one test."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    return uri

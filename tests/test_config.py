@@ -1,0 +1,50 @@
+import pytest
+
+from ebm.config import ConfigError, Params, flatten, load_params, parse_params
+from tests.conftest import ROOT
+
+
+def test_project_params_parse_and_hash_is_stable():
+    p = load_params(ROOT / "params.yaml")
+    assert p.train.sampler.steps == 60 and p.sampler.steps == 1000
+    assert p.digest() == load_params(ROOT / "params.yaml").digest()
+    assert p.digest() != parse_params({"sampler": {"step_size": 5}}).digest()
+
+
+@pytest.mark.parametrize(
+    "raw, key",
+    [
+        ({"sampler": {"steps": -3}}, "sampler.steps"),
+        ({"train": {"sampler": {"steps": 0}}}, "train.sampler.steps"),
+        ({"data": {"source": "cifar"}}, "data.source"),
+        ({"data": {"source": "npz"}}, "data.npz_path"),
+        ({"train": {"learning_rate": "fast"}}, "train.learning_rate"),
+        ({"train": {"epochs": 2.5}}, "train.epochs"),
+        ({"train": {"epoch": 3}}, "train.epoch"),
+        ({"generate": {"snapshot_steps": [0, 5000]}}, "generate.snapshot_steps"),
+    ],
+)
+def test_bad_params_name_the_key(raw, key):
+    with pytest.raises(ConfigError) as err:
+        parse_params(raw)
+    assert key in str(err.value)
+
+
+def test_unknown_source_lists_the_valid_ones():
+    with pytest.raises(ConfigError, match="mnist5k, mnist, npz"):
+        parse_params({"data": {"source": "cifar"}})
+
+
+def test_missing_and_corrupt_params_files(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_params(tmp_path / "nope.yaml")
+    bad = tmp_path / "params.yaml"
+    bad.write_text("train: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_params(bad)
+
+
+def test_flatten_for_mlflow():
+    flat = flatten(Params().to_dict())
+    assert flat["train.sampler.steps"] == 60
+    assert flat["model.filters"] == "16,32,64,64"

@@ -1,0 +1,78 @@
+import numpy as np
+import pytest
+
+from ebm import data
+from ebm.config import DataConfig
+
+
+def test_preprocess_shape_range_and_padding():
+    raw = np.zeros((3, 28, 28), np.uint8)
+    raw[:, 10, 10] = 255
+    x = data.preprocess(raw)
+    assert x.shape == (3, 32, 32, 1) and x.dtype == np.float32
+    assert x.min() == -1.0 and x.max() == 1.0
+    assert np.all(x[:, :2] == -1.0) and np.all(x[:, :, -2:] == -1.0)
+    assert x[0, 12, 12, 0] == 1.0  # pixel (10, 10) moves by the 2-pixel pad
+
+
+def test_mnist5k_split_is_stratified_and_deterministic():
+    train, test = data.load_mnist5k(DataConfig(seed=3))
+    assert len(train.x) == 4500 and len(test.x) == 500
+    assert np.bincount(test.y).tolist() == [50] * 10
+    assert -1.0 <= train.x.min() and train.x.max() <= 1.0
+    again = data.load_mnist5k(DataConfig(seed=3))[1]
+    assert np.array_equal(test.x, again.x)
+    other = data.load_mnist5k(DataConfig(seed=4))[1]
+    assert not np.array_equal(test.x, other.x)
+
+
+def _write_npz(path, **arrays):
+    np.savez(path, **arrays)
+    return path
+
+
+def test_npz_source_roundtrip(tmp_path):
+    rng = np.random.default_rng(0)
+    path = _write_npz(tmp_path / "d.npz", x_train=rng.integers(0, 256, (7, 28, 28), dtype=np.uint8),
+                      x_test=rng.integers(0, 256, (3, 28, 28), dtype=np.uint8), y_train=np.arange(7))
+    train, test = data.load_npz(path)
+    assert train.x.shape == (7, 32, 32, 1) and test.x.shape == (3, 32, 32, 1)
+    assert train.y.tolist() == list(range(7)) and test.y.tolist() == [-1, -1, -1]
+
+
+@pytest.mark.parametrize(
+    "arrays, message",
+    [
+        ({"x_train": np.zeros((2, 28, 28), np.uint8)}, "missing key(s) x_test"),
+        ({"x_train": np.zeros((2, 28, 28), np.float32), "x_test": np.zeros((2, 28, 28), np.uint8)}, "uint8"),
+        ({"x_train": np.zeros((2, 32, 32), np.uint8), "x_test": np.zeros((2, 28, 28), np.uint8)}, "(N, 28, 28)"),
+    ],
+)
+def test_bad_npz_names_the_problem(tmp_path, arrays, message):
+    path = _write_npz(tmp_path / "d.npz", **arrays)
+    with pytest.raises(data.DataError) as err:
+        data.load_npz(path)
+    assert message in str(err.value)
+
+
+def test_missing_and_corrupt_files(tmp_path):
+    with pytest.raises(data.DataError, match="not found"):
+        data.load_npz(tmp_path / "none.npz")
+    corrupt = tmp_path / "c.npz"
+    corrupt.write_bytes(b"not a zip file at all")
+    with pytest.raises(data.DataError, match="not a readable .npz"):
+        data.load_npz(corrupt)
+    with pytest.raises(data.DataError, match="corrupt"):
+        data.load_split(corrupt)
+
+
+def test_offline_mnist_fails_fast_naming_alternatives(monkeypatch):
+    import keras
+
+    def offline():
+        raise OSError("Temporary failure in name resolution")
+
+    monkeypatch.setattr(keras.datasets.mnist, "load_data", offline)
+    with pytest.raises(data.DataError) as err:
+        data.load_source(DataConfig(source="mnist"))
+    assert "data.source=mnist5k" in str(err.value) and "npz" in str(err.value)

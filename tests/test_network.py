@@ -1,0 +1,53 @@
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from ebm.config import ModelConfig
+from ebm.network import ModelFileError, build_energy_network, load_energy_network, with_space_to_depth
+from ebm.sampler import LangevinSampler
+from ebm.network import energy_fn
+
+
+@pytest.mark.parametrize("kernel", [3, 4, 5])
+def test_space_to_depth_conv_equals_strided_conv(kernel):
+    keras.utils.set_random_seed(0)
+    fast = build_energy_network(ModelConfig(kernel_sizes=(kernel, 3, 3, 3), fast_first_conv=True))
+    plain = with_space_to_depth(fast, False)
+    x = tf.random.stateless_uniform((5, 32, 32, 1), seed=[1, 2], minval=-1, maxval=1)
+    np.testing.assert_allclose(fast(x).numpy(), plain(x).numpy(), rtol=1e-5, atol=1e-5)
+    ref = tf.nn.conv2d(x, fast.get_layer("conv0").kernel, strides=2, padding="SAME")
+    alt = fast.get_layer("conv0")._conv_space_to_depth(x)
+    np.testing.assert_allclose(ref.numpy(), alt.numpy(), atol=1e-5)
+
+
+def test_optimised_sampler_matches_plain_formulation_without_noise():
+    keras.utils.set_random_seed(1)
+    fast = build_energy_network(ModelConfig(fast_first_conv=True))
+    plain = with_space_to_depth(fast, False)
+    x0 = tf.random.stateless_uniform((8, 32, 32, 1), seed=[3, 4], minval=-1, maxval=1)
+    a = LangevinSampler(10, 10.0, 0.0, 0.03, splits=2).run(energy_fn(fast), x0)
+    b = LangevinSampler(10, 10.0, 0.0, 0.03, splits=1).run(energy_fn(plain), x0)
+    np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-4)
+
+
+def test_energy_network_shape_and_checkpoint_roundtrip(tmp_path):
+    net = build_energy_network(ModelConfig(filters=(8, 8), kernel_sizes=(5, 3), dense_units=16))
+    x = tf.zeros((3, 32, 32, 1))
+    assert net(x).shape == (3, 1)
+    path = tmp_path / "e.keras"
+    net.save(path)
+    loaded = load_energy_network(path)
+    np.testing.assert_allclose(loaded(x).numpy(), net(x).numpy(), atol=1e-6)
+    assert loaded.get_layer("conv0").space_to_depth is True
+    plain = with_space_to_depth(loaded, False)
+    np.testing.assert_allclose(plain(x).numpy(), net(x).numpy(), atol=1e-5)
+
+
+def test_bad_model_files(tmp_path):
+    with pytest.raises(ModelFileError, match="not found"):
+        load_energy_network(tmp_path / "missing.keras")
+    bad = tmp_path / "bad.keras"
+    bad.write_bytes(b"garbage")
+    with pytest.raises(ModelFileError, match="could not be loaded"):
+        load_energy_network(bad)

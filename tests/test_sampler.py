@@ -1,0 +1,77 @@
+import keras
+import numpy as np
+import tensorflow as tf
+
+from ebm.sampler import LangevinSampler, energy_and_grad, split_count
+
+
+def quadratic_energy(center: float = 0.3):
+    """E(x) = sum((x - c)^2) per image, written as a tiny Keras model."""
+    inputs = keras.Input((8, 8, 1))
+    outputs = keras.layers.Lambda(lambda x: tf.reduce_sum(tf.square(x - center), axis=[1, 2, 3]))(inputs)
+    model = keras.Model(inputs, outputs)
+    return lambda x: model(x)
+
+
+def start(n=16, seed=0):
+    return tf.random.stateless_uniform((n, 8, 8, 1), seed=[seed, 1], minval=-1.0, maxval=1.0)
+
+
+def test_langevin_lowers_a_quadratic_energy_and_stays_in_range():
+    energy = quadratic_energy()
+    x0 = start()
+    x = LangevinSampler(steps=50, step_size=0.5, noise=0.005, grad_clip=0.1, seed=1).run(energy, x0)
+    assert float(tf.reduce_mean(energy(x))) < 0.05 * float(tf.reduce_mean(energy(x0)))
+    assert float(tf.reduce_min(x)) >= -1.0 and float(tf.reduce_max(x)) <= 1.0
+    assert np.allclose(x.numpy(), 0.3, atol=0.05)
+
+
+def test_energy_gradient_points_uphill():
+    e, g = energy_and_grad(quadratic_energy(0.0), tf.fill((2, 8, 8, 1), 0.5))
+    assert np.allclose(e.numpy(), 64 * 0.25) and np.allclose(g.numpy(), 1.0)
+
+
+def test_gradient_clip_bounds_each_step():
+    steep = quadratic_energy(center=-50.0)  # gradient ~100 everywhere
+    x0 = tf.zeros((4, 8, 8, 1))
+    x = LangevinSampler(steps=1, step_size=2.0, noise=0.0, grad_clip=0.03, seed=0).run(steep, x0)
+    assert np.allclose(x.numpy(), -2.0 * 0.03)
+
+
+def test_pixels_clip_to_unit_range_under_large_steps():
+    x = LangevinSampler(steps=3, step_size=100.0, noise=0.0, grad_clip=1.0, seed=0).run(quadratic_energy(5.0), start())
+    assert np.allclose(x.numpy(), 1.0)
+
+
+def test_sub_chains_match_one_chain_without_noise():
+    energy = quadratic_energy()
+    x0 = start(n=10)
+    one = LangevinSampler(steps=7, step_size=0.2, noise=0.0, grad_clip=0.05, splits=1).run(energy, x0)
+    three = LangevinSampler(steps=7, step_size=0.2, noise=0.0, grad_clip=0.05, splits=3).run(energy, x0)
+    np.testing.assert_allclose(one.numpy(), three.numpy(), atol=1e-6)
+
+
+def test_chain_records_requested_steps():
+    sampler = LangevinSampler(steps=6, step_size=0.2, noise=0.01, grad_clip=0.05, seed=2)
+    x0 = start(n=4)
+    final, snaps = sampler.chain(quadratic_energy(), x0, record_at=[0, 2, 6])
+    assert sorted(snaps) == [0, 2, 6]
+    np.testing.assert_array_equal(snaps[0].numpy(), x0.numpy())
+    np.testing.assert_array_equal(snaps[6].numpy(), final.numpy())
+    assert not np.allclose(snaps[2].numpy(), snaps[6].numpy())
+
+
+def test_noise_is_seeded():
+    energy = quadratic_energy()
+    a = LangevinSampler(steps=4, step_size=0.1, noise=0.05, grad_clip=0.05, seed=5).run(energy, start())
+    b = LangevinSampler(steps=4, step_size=0.1, noise=0.05, grad_clip=0.05, seed=5).run(energy, start())
+    c = LangevinSampler(steps=4, step_size=0.1, noise=0.05, grad_clip=0.05, seed=6).run(energy, start())
+    np.testing.assert_array_equal(a.numpy(), b.numpy())
+    assert not np.allclose(a.numpy(), c.numpy())
+
+
+def test_split_count_defaults():
+    assert split_count(128, 0, cpu_count=2, on_gpu=False) == 2
+    assert split_count(128, 0, cpu_count=2, on_gpu=True) == 1
+    assert split_count(127, 0, cpu_count=8, on_gpu=False) == 1
+    assert split_count(128, 4, cpu_count=1, on_gpu=True) == 4

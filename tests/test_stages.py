@@ -1,0 +1,88 @@
+"""Smoke tests: each stage's library function on a tiny config, with a real MLflow store."""
+
+import json
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from ebm import pipeline
+from ebm.config import parse_params
+from tests.conftest import tiny_params_dict
+
+
+def run_all(tmp_path, params):
+    prepared = tmp_path / "data/prepared"
+    pipeline.prepare(params, pipeline.PreparePaths(data=prepared))
+    tp = pipeline.TrainPaths(data=prepared, model=tmp_path / "models/e.keras", history=tmp_path / "r/history.csv",
+                             negatives=tmp_path / "r/negatives.png")
+    pipeline.train(params, tp, verbose=0)
+    gp = pipeline.GeneratePaths(model=tp.model, samples=tmp_path / "g/samples.npz", grid=tmp_path / "g/grid.png",
+                                chains=tmp_path / "g/chains.png")
+    pipeline.generate(params, gp)
+    ep = pipeline.EvaluatePaths(data=prepared, model=tp.model, samples=gp.samples, history=tp.history,
+                                metrics=tmp_path / "r/metrics.json", energy_hist=tmp_path / "r/hist.png",
+                                loss_curves=tmp_path / "r/loss.png")
+    metrics = pipeline.evaluate(params, ep)
+    return tp, gp, ep, metrics
+
+
+def test_every_stage_writes_its_outputs_and_logs_a_run(tmp_path, mlflow_store):
+    params = parse_params(tiny_params_dict())
+    tp, gp, ep, metrics = run_all(tmp_path, params)
+
+    assert np.load(tmp_path / "data/prepared/train.npz")["x"].shape == (4500, 32, 32, 1)
+    history = pd.read_csv(tp.history)
+    assert history["epoch"].tolist() == [1, 2]
+    assert {"loss", "cdiv", "reg", "real", "fake", "val_cdiv", "val_real", "val_fake"} <= set(history.columns)
+    with np.load(gp.samples) as f:
+        assert f["samples"].shape == (16, 32, 32, 1)
+        assert f["snapshot_steps"].tolist() == [0, 2, 6] and f["snapshots"].shape == (3, 4, 32, 32, 1)
+        assert -1.0 <= f["samples"].min() and f["samples"].max() <= 1.0
+    for png in (tp.negatives, gp.grid, gp.chains, ep.energy_hist, ep.loss_curves):
+        assert Image.open(png).size[0] > 50
+    saved = json.loads(ep.metrics.read_text())
+    assert saved == pytest.approx(metrics)
+    assert saved["test_cdiv"] == pytest.approx(saved["energy_real"] - saved["energy_noise"])
+
+    runs = mlflow.search_runs(experiment_names=["ebm"])
+    by_stage = {row["tags.ebm.stage"]: row for _, row in runs.iterrows()}
+    assert set(by_stage) == {"prepare", "train", "generate", "evaluate"}
+    assert (runs["status"] == "FINISHED").all()
+    train_run = by_stage["train"]
+    assert train_run["params.sampler.steps"] == "3" and train_run["params.learning_rate"] == "0.0001"
+    assert train_run["tags.params.hash"] == params.digest()
+    client = mlflow.MlflowClient()
+    assert [m.step for m in client.get_metric_history(train_run["run_id"], "loss")] == [1, 2]
+    artifacts = {a.path for a in client.list_artifacts(train_run["run_id"])}
+    assert {"history.csv", "negatives.png", "model", "negatives"} <= artifacts
+    assert by_stage["evaluate"]["metrics.test_cdiv"] == pytest.approx(metrics["test_cdiv"])
+    assert by_stage["generate"]["params.step_size"] == "10.0"
+
+
+def test_divergence_stops_with_a_clear_error_and_a_failed_run(tmp_path, mlflow_store):
+    raw = tiny_params_dict()
+    raw["train"]["max_abs_energy"] = 1e-9  # any energy at all counts as runaway
+    params = parse_params(raw)
+    prepared = tmp_path / "data"
+    pipeline.prepare(params, pipeline.PreparePaths(data=prepared))
+    tp = pipeline.TrainPaths(data=prepared, model=tmp_path / "m.keras", history=tmp_path / "h.csv",
+                             negatives=tmp_path / "n.png")
+    with pytest.raises(pipeline.TrainingDiverged, match="train.max_abs_energy"):
+        pipeline.train(params, tp, verbose=0)
+    assert tp.history.is_file()  # what was measured is kept
+    runs = mlflow.search_runs(experiment_names=["ebm"], filter_string="tags.`ebm.stage` = 'train'")
+    assert runs["status"].tolist() == ["FAILED"]
+
+
+def test_train_rejects_a_batch_larger_than_the_data(tmp_path, mlflow_store):
+    raw = tiny_params_dict()
+    raw["data"]["test_fraction"] = 0.99  # 50 training images
+    raw["train"]["batch_size"] = 64
+    raw["train"]["buffer_size"] = 64
+    params = parse_params(raw)
+    pipeline.prepare(params, pipeline.PreparePaths(data=tmp_path / "d"))
+    with pytest.raises(Exception, match="train.batch_size"):
+        pipeline.train(params, pipeline.TrainPaths(data=tmp_path / "d", model=tmp_path / "m.keras"), verbose=0)
