@@ -37,8 +37,8 @@ def params(path: Path = typer.Option(Path("params.yaml"), help="params file to c
 @app.command()
 def sample(
     model: Path = typer.Option(Path("models/energy.keras"), help="a .keras energy network written by the train stage"),
-    model_uri: str = typer.Option(None, help="an MLflow URI of a logged .keras artifact folder or file, "
-                                             "e.g. runs:/<run_id>/model (overrides --model)"),
+    model_uri: str = typer.Option(None, help="an MLflow model URI, e.g. runs:/<run_id>/model or "
+                                             "models:/<model_id> (overrides --model)"),
     out: Path = typer.Option(Path("samples.png"), help="where to write the sample grid (PNG)"),
     n: int = typer.Option(64, min=1, help="number of samples"),
     params_path: Path = typer.Option(Path("params.yaml"), "--params", help="params file for the sampler section"),
@@ -62,9 +62,7 @@ def sample(
         overrides = {k: v for k, v in (("steps", steps), ("step_size", step_size)) if v is not None}
         p = dataclasses.replace(p, sampler=dataclasses.replace(p.sampler, **overrides),
                                 generate=dataclasses.replace(p.generate, seed=seed))
-        if model_uri:
-            model = _download_model(model_uri)
-        network = load_energy_network(model)
+        network = load_network_uri(model_uri) if model_uri else load_energy_network(model)
     except (ConfigError, ModelFileError, ValueError) as err:
         _fail(str(err))
         return
@@ -74,54 +72,98 @@ def sample(
     typer.echo(f"{n} samples x {p.sampler.steps} steps -> {out}")
 
 
-def _download_model(uri: str) -> Path:
-    """Fetch a logged model artifact from the project's MLflow store; return the .keras file."""
+def load_network_uri(uri: str):
+    """An energy network from an MLflow model URI (``runs:/<run_id>/model``, ``models:/<id>``)."""
     import mlflow
 
-    from ebm.tracking import repo_root, tracking_uri
+    from ebm.network import ModelFileError
+    from ebm.tracking import Tracker
 
-    mlflow.set_tracking_uri(tracking_uri(repo_root()))
-    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
-    if local.is_dir():
-        found = sorted(local.rglob("*.keras"))
-        if not found:
-            raise ValueError(f"{uri} holds no .keras file")
-        local = found[0]
-    return local
+    mlflow.set_tracking_uri(Tracker().uri)
+    try:
+        return mlflow.keras.load_model(uri)
+    except Exception as err:  # MLflow raises many types for a bad URI
+        raise ModelFileError(f"could not load an MLflow Keras model from {uri} ({type(err).__name__}: {err})") from err
+
+
+def _experiments(tracker, name: str | None, every: bool) -> list[str]:
+    from ebm.config import Params, load_params
+
+    if every:
+        return [e.name for e in tracker.client.search_experiments()]
+    if name:
+        return [name]
+    params_file = tracker.root / "params.yaml"
+    return [tracker.experiment_name(load_params(params_file) if params_file.is_file() else Params())]
 
 
 @app.command()
 def runs(
     stage: str = typer.Option(None, help="only runs of this stage (prepare, train, generate, evaluate)"),
-    experiment: str = typer.Option(None, help="MLflow experiment (default: tracking.experiment in params.yaml)"),
+    experiment: str = typer.Option(None, help="MLflow experiment (default: this commit's, see tracking.experiment)"),
+    all_experiments: bool = typer.Option(False, "--all", help="runs of every experiment"),
+    close_stale: bool = typer.Option(False, help="first end RUNNING runs whose process is gone (as KILLED)"),
     csv: Path = typer.Option(None, help="also write the table as CSV"),
 ) -> None:
-    """List the MLflow runs of the project's store as a table (newest first)."""
+    """List the stage runs of the project's MLflow store (newest first)."""
     import mlflow
+    import pandas as pd
 
-    from ebm.config import load_params
-    from ebm.tracking import repo_root, tracking_uri
+    from ebm.tracking import Tracker, close_stale_runs
 
-    root = repo_root()
-    mlflow.set_tracking_uri(tracking_uri(root))
-    name = experiment or (load_params(root / "params.yaml").tracking.experiment
-                          if (root / "params.yaml").is_file() else "ebm")
-    table = mlflow.search_runs(experiment_names=[name], order_by=["attributes.start_time DESC"])
-    if table.empty:
-        typer.echo(f"no runs in experiment {name!r} at {tracking_uri(root)}")
+    tracker = Tracker()
+    if close_stale:
+        closed = close_stale_runs(tracker)
+        typer.echo(f"closed {len(closed)} stale run(s): {', '.join(closed) or '-'}")
+    mlflow.set_tracking_uri(tracker.uri)
+    names = _experiments(tracker, experiment, all_experiments)
+    table = mlflow.search_runs(experiment_names=names, order_by=["attributes.start_time DESC"])
+    if table.empty or "tags.ebm.stage" not in table:
+        typer.echo(f"no stage runs in {', '.join(names)} at {tracker.uri}")
         return
+    table = table[table["tags.ebm.stage"].notna()]
     if stage:
         table = table[table["tags.ebm.stage"] == stage]
     columns = ["run_id", "tags.ebm.stage", "tags.dvc.exp_name", "status", "start_time"]
-    columns += sorted(c for c in table.columns if c.startswith("metrics."))
+    columns += sorted(c for c in table.columns if c.startswith("metrics.") and table[c].notna().any())
     shown = table[[c for c in columns if c in table.columns]]
     shown.columns = [c.split(".", 1)[1] if c.startswith(("tags.", "metrics.")) else c for c in shown.columns]
-    import pandas as pd
-
-    with pd.option_context("display.max_columns", None, "display.width", 200):
+    with pd.option_context("display.max_columns", None, "display.width", 250):
         typer.echo(shown.to_string(index=False))
     if csv:
         shown.to_csv(csv, index=False)
+
+
+@app.command()
+def compare(
+    experiment: str = typer.Option(None, help="MLflow experiment (default: this commit's, see tracking.experiment)"),
+    all_experiments: bool = typer.Option(False, "--all", help="compare across every experiment"),
+    sort: str = typer.Option("test_cdiv", help="column to sort by (a metric or a param)"),
+    descending: bool = typer.Option(False, help="sort high to low"),
+    fmt: str = typer.Option("table", "--format", help="table, csv or markdown"),
+    out: Path = typer.Option(None, help="write to this file instead of the terminal"),
+) -> None:
+    """Rank pipeline runs (one per DVC experiment): varying params, metrics, run ids."""
+    import mlflow
+
+    from ebm.compare import experiments_table, render
+    from ebm.tracking import Tracker
+
+    tracker = Tracker()
+    mlflow.set_tracking_uri(tracker.uri)
+    names = _experiments(tracker, experiment, all_experiments)
+    runs_df = mlflow.search_runs(experiment_names=names)
+    try:
+        table = experiments_table(runs_df, sort_by=sort if sort else None, ascending=not descending)
+        text = render(table, fmt)
+    except (KeyError, ValueError) as err:
+        _fail(str(err))
+        return
+    if out:
+        out.write_text(text if text.endswith("\n") else text + "\n")
+        typer.echo(f"{len(table)} experiment(s) -> {out}")
+    else:
+        typer.echo(text)
 
 
 @app.command()
@@ -130,9 +172,9 @@ def ui(
     port: int = typer.Option(5000, help="port"),
 ) -> None:
     """Open the MLflow UI on the project's store (the SQLite file at the repository root)."""
-    from ebm.tracking import repo_root, tracking_uri
+    from ebm.tracking import Tracker
 
-    uri = tracking_uri(repo_root())
+    uri = Tracker().uri
     typer.echo(f"MLflow UI on http://{host}:{port} for {uri}")
     raise typer.Exit(subprocess.call([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
                                       "--host", host, "--port", str(port)]))

@@ -86,6 +86,8 @@ class TrainConfig:
     seed: int = 0
     sampler: SamplerConfig = field(default_factory=lambda: SamplerConfig(steps=60))
     sampler_splits: int = 0
+    intra_op_threads: int = 0
+    inter_op_threads: int = 0
     max_abs_energy: float = 1e4
 
     def __post_init__(self):
@@ -98,6 +100,8 @@ class TrainConfig:
         _check(self.buffer_size >= self.batch_size, "buffer_size", "must be >= batch_size")
         _check(0 <= self.fresh_fraction <= 1, "fresh_fraction", "must be in [0, 1]")
         _check(self.sampler_splits >= 0, "sampler_splits", "must be >= 0 (0 = automatic)")
+        _check(self.intra_op_threads >= 0, "intra_op_threads", "must be >= 0 (0 = automatic)")
+        _check(self.inter_op_threads >= 0, "inter_op_threads", "must be >= 0 (0 = automatic)")
         _check(self.max_abs_energy > 0, "max_abs_energy", "must be > 0")
 
 
@@ -125,7 +129,7 @@ class EvaluateConfig:
 
 @dataclass(frozen=True)
 class TrackingConfig:
-    experiment: str = "ebm"
+    experiment: str = ""  # "" = one MLflow experiment per DVC baseline commit
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ class TrainingDiverged(RuntimeError):
 @dataclass(frozen=True)
 class PreparePaths:
     data: Path = Path("data/prepared")
+    record: Path = Path("reports/runs/prepare.json")
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,7 @@ class TrainPaths:
     model: Path = Path("models/energy.keras")
     history: Path = Path("reports/train/history.csv")
     negatives: Path = Path("reports/train/negatives.png")
+    record: Path = Path("reports/runs/train.json")
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,7 @@ class GeneratePaths:
     samples: Path = Path("data/generated/samples.npz")
     grid: Path = Path("reports/generate/samples.png")
     chains: Path = Path("reports/generate/chains.png")
+    record: Path = Path("reports/runs/generate.json")
 
 
 @dataclass(frozen=True)
@@ -53,12 +56,13 @@ class EvaluatePaths:
     metrics: Path = Path("reports/metrics.json")
     energy_hist: Path = Path("reports/evaluate/energy_hist.png")
     loss_curves: Path = Path("reports/evaluate/loss_curves.png")
+    record: Path = Path("reports/runs/evaluate.json")
 
 
 def prepare(params: Params, paths: PreparePaths) -> dict:
     from ebm.tracking import stage_run
 
-    with stage_run("prepare", params, asdict(params.data)) as run:
+    with stage_run("prepare", params, asdict(params.data), paths.record) as run:
         train, test = data_lib.load_source(params.data)
         data_lib.save_split(train, paths.data / "train.npz")
         data_lib.save_split(test, paths.data / "test.npz")
@@ -68,12 +72,6 @@ def prepare(params: Params, paths: PreparePaths) -> dict:
     return summary
 
 
-def _on_gpu() -> bool:
-    import tensorflow as tf
-
-    return bool(tf.config.list_physical_devices("GPU"))
-
-
 def build_model(params: Params, energy_net=None):
     """The compiled contrastive-divergence model for ``params`` (a fresh network by default)."""
     import keras
@@ -81,13 +79,14 @@ def build_model(params: Params, energy_net=None):
     from ebm.buffer import ReplayBuffer
     from ebm.model import ContrastiveDivergenceModel
     from ebm.network import IMAGE_SHAPE, build_energy_network
+    from ebm.runtime import on_gpu
     from ebm.sampler import LangevinSampler, split_count
 
     t = params.train
     s = t.sampler
     keras.utils.set_random_seed(t.seed)  # weight initialisation only; samplers own their RNGs
     energy_net = energy_net or build_energy_network(params.model)
-    splits = split_count(t.batch_size, t.sampler_splits, os.cpu_count() or 1, _on_gpu())
+    splits = split_count(t.batch_size, t.sampler_splits, os.cpu_count() or 1, on_gpu())
     sampler = LangevinSampler(s.steps, s.step_size, s.noise, s.grad_clip, seed=t.seed + 1, splits=splits)
     buffer = ReplayBuffer(t.buffer_size, t.batch_size, IMAGE_SHAPE, t.fresh_fraction, seed=t.seed + 2)
     model = ContrastiveDivergenceModel(energy_net, sampler, buffer, alpha=t.alpha, real_noise=t.real_noise,
@@ -101,9 +100,11 @@ def train(params: Params, paths: TrainPaths, verbose: int | None = None) -> dict
 
     from ebm.callbacks import DivergenceGuard, EnergyCheckpoint, HistoryCSV
     from ebm.plots import save_grid
+    from ebm.runtime import configure_threads
     from ebm.tracking import MlflowEpochLogger, stage_run
 
     t = params.train
+    threads = configure_threads(t)
     train_split = data_lib.load_split(paths.data / "train.npz")
     test_split = data_lib.load_split(paths.data / "test.npz")
     if len(train_split.x) < t.batch_size:
@@ -114,7 +115,7 @@ def train(params: Params, paths: TrainPaths, verbose: int | None = None) -> dict
     test_ds = tf.data.Dataset.from_tensor_slices(test_split.x).batch(t.batch_size)
 
     section = {**asdict(t), "model": asdict(params.model)}
-    with stage_run("train", params, section) as run:
+    with stage_run("train", params, section, paths.record, upstream=("prepare",)) as run:
         model = build_model(params)
         guard = DivergenceGuard(t.max_abs_energy)
         checkpoint = EnergyCheckpoint(paths.model, guard)
@@ -130,24 +131,28 @@ def train(params: Params, paths: TrainPaths, verbose: int | None = None) -> dict
         for path in (paths.history, paths.negatives):
             run.artifact(path)
         if checkpoint.saved_epoch:
-            run.artifact(paths.model, "model")
+            run.artifact(paths.model, "checkpoint")
         if guard.reason:
             raise TrainingDiverged(
                 f"training diverged: {guard.reason}. The last healthy checkpoint (epoch "
                 f"{checkpoint.saved_epoch}) is at {paths.model} and the history at {paths.history}; "
                 "try a lower train.learning_rate or a larger train.alpha.")
         steps = t.epochs * (len(train_split.x) // t.batch_size)
-        summary = {"train_seconds": seconds, "seconds_per_step": seconds / steps, "steps": steps}
+        summary = {"train_seconds": seconds, "seconds_per_step": seconds / steps, "steps": steps, **threads}
         run.metrics(summary)
+        run.keras_model(model.energy_net)
     print(f"train: {steps} steps in {seconds:.0f} s ({seconds / steps:.3f} s/step) -> {paths.model}")
     return summary
 
 
 def generation_sampler(params: Params):
-    from ebm.sampler import LangevinSampler
+    from ebm.runtime import on_gpu
+    from ebm.sampler import LangevinSampler, split_count
 
     s = params.sampler
-    splits = 1 if _on_gpu() else min(2, os.cpu_count() or 1)
+    n = params.generate.n
+    splits = split_count(n, params.train.sampler_splits if n % max(1, params.train.sampler_splits) == 0 else 1,
+                         os.cpu_count() or 1, on_gpu())
     return LangevinSampler(s.steps, s.step_size, s.noise, s.grad_clip, seed=params.generate.seed, splits=splits)
 
 
@@ -156,10 +161,13 @@ def generate(params: Params, paths: GeneratePaths) -> dict:
 
     from ebm.network import energy_fn, load_energy_network
     from ebm.plots import save_chain_figure, save_grid
+    from ebm.runtime import configure_threads
     from ebm.tracking import stage_run
 
     g = params.generate
-    with stage_run("generate", params, {**asdict(params.sampler), **asdict(g)}) as run:
+    configure_threads(params.train)
+    with stage_run("generate", params, {**asdict(params.sampler), **asdict(g)}, paths.record,
+                   upstream=("prepare", "train")) as run:
         energy = energy_fn(load_energy_network(paths.model))
         sampler = generation_sampler(params)
         x0 = tf.random.Generator.from_seed(g.seed).uniform((g.n, 32, 32, 1), -1.0, 1.0)
@@ -197,7 +205,7 @@ def evaluate(params: Params, paths: EvaluatePaths) -> dict:
     from ebm.tracking import stage_run
 
     e = params.evaluate
-    with stage_run("evaluate", params, asdict(e)) as run:
+    with stage_run("evaluate", params, asdict(e), paths.record, upstream=("prepare", "train", "generate")) as run:
         network = load_energy_network(paths.model)
         test = data_lib.load_split(paths.data / "test.npz")
         samples = load_samples(paths.samples)
@@ -215,7 +223,7 @@ def evaluate(params: Params, paths: EvaluatePaths) -> dict:
         paths.metrics.write_text(json.dumps(metrics, indent=2) + "\n")
         save_energy_histogram(scores, paths.energy_hist)
         save_loss_curves(pd.read_csv(paths.history), paths.loss_curves)
-        run.metrics(metrics)
+        run.metrics(metrics, on_parent=True)
         for path in (paths.metrics, paths.energy_hist, paths.loss_curves):
             run.artifact(path)
     print("evaluate: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))

@@ -1,27 +1,47 @@
-"""MLflow tracking: where runs go, how they are tagged, and a Keras callback for epochs.
+"""MLflow tracking: where runs go, how they are grouped and tagged, and how they end.
 
-Every stage logs to one store at the *repository root*, wherever it runs from: queued DVC
-experiments run in temporary copies of the repo, and DVC points ``DVC_ROOT`` at the real root.
-``MLFLOW_TRACKING_URI`` overrides the default SQLite file ``<root>/mlflow.db``; artifacts of
-experiments created here go to ``<root>/mlartifacts``. Only stage entry points call this module.
+* **Where.** One store for the whole repository: ``$MLFLOW_TRACKING_URI`` if set, else the
+  SQLite file ``<root>/mlflow.db`` with artifacts under ``<root>/mlartifacts``. The root is
+  ``$DVC_ROOT`` (DVC sets it to the real repository even for queued experiments, which run in
+  temporary copies), never the working directory.
+* **Grouping.** One MLflow experiment per sweep (named after the DVC baseline commit, or
+  ``tracking.experiment``); one *parent* run per pipeline run, keyed by the DVC experiment
+  name (for a plain ``dvc repro``: commit + params hash), holding all params and
+  ``params.yaml``; one *child* run per stage under it.
+* **Status.** A stage that raises ends FAILED; SIGINT/SIGTERM end it KILLED. Each run records
+  its host and pid, so :func:`close_stale_runs` can end runs whose process died.
+* **Concurrency.** SQLite allows one writer at a time, and MLflow's own retries do not cover
+  table creation or long lock waits, so parallel queued experiments (``dvc queue start -j 2``)
+  can fail with "database is locked". Every write to the local SQLite store goes through
+  :func:`store_lock`, an exclusive ``flock`` on ``<root>/mlflow.db.lock``; writes are short, so
+  waiting is cheap. With a tracking server (``MLFLOW_TRACKING_URI=http://...``) no lock is taken.
+
+Only stage entry points and the CLI call this module; the math never does.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import json
 import os
+import signal
+import socket
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 from typing import Iterator, Mapping
 
 import keras
 import numpy as np
+import yaml
 
 from ebm.config import Params, flatten
 
 STORE_FILE = "mlflow.db"
 ARTIFACT_DIR = "mlartifacts"
+MAX_PARAMS_PER_BATCH = 100
 
 
 def repo_root(start: str | Path | None = None) -> Path:
@@ -39,6 +59,26 @@ def tracking_uri(root: Path) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{root / STORE_FILE}"
 
 
+def _local_sqlite(uri: str) -> Path | None:
+    return Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
+
+
+@contextlib.contextmanager
+def store_lock(uri: str) -> Iterator[None]:
+    """Exclusive inter-process lock around writes to a local SQLite store; a no-op otherwise."""
+    db = _local_sqlite(uri)
+    if db is None:
+        yield
+        return
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(db.name + ".lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def _git(root: Path, *args: str) -> str:
     try:
         out = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=30)
@@ -47,71 +87,222 @@ def _git(root: Path, *args: str) -> str:
     return out.stdout.strip() if out.returncode == 0 else ""
 
 
-def run_tags(stage: str, params: Params, root: Path) -> dict[str, str]:
-    """What identifies a stage run: stage, DVC experiment, git commit, dirty flag, params hash."""
-    commit = _git(root, "rev-parse", "HEAD")
-    dirty = bool(_git(root, "status", "--porcelain", "--untracked-files=no"))
-    return {
-        "ebm.stage": stage,
-        "dvc.exp_name": os.environ.get("DVC_EXP_NAME", "workspace"),
-        "dvc.baseline_rev": os.environ.get("DVC_EXP_BASELINE_REV", commit),
-        "git.commit": commit or "unknown",
-        "git.dirty": str(dirty).lower(),
-        "params.hash": params.digest(),
-        "mlflow.runName": f"{stage} {os.environ.get('DVC_EXP_NAME', 'workspace')}",
-    }
+class Tracker:
+    """The project's MLflow store, reached through one client with every write locked."""
+
+    def __init__(self, root: Path | None = None):
+        from mlflow import MlflowClient
+
+        self.root = root or repo_root()
+        self.uri = tracking_uri(self.root)
+        self.client = MlflowClient(tracking_uri=self.uri)
+
+    def locked(self):
+        return store_lock(self.uri)
+
+    def experiment_name(self, params: Params) -> str:
+        """``tracking.experiment`` if set, else one experiment per DVC baseline commit."""
+        if params.tracking.experiment:
+            return params.tracking.experiment
+        return f"ebm-{self.baseline_rev()[:7] or 'nogit'}"
+
+    def baseline_rev(self) -> str:
+        return os.environ.get("DVC_EXP_BASELINE_REV") or _git(self.root, "rev-parse", "HEAD")
+
+    def ensure_experiment(self, name: str) -> str:
+        found = self.client.get_experiment_by_name(name)
+        if found is not None:
+            return found.experiment_id
+        location = (self.root / ARTIFACT_DIR / name).as_uri() if _local_sqlite(self.uri) else None
+        return self.client.create_experiment(name, artifact_location=location)
+
+    def pipeline_key(self, params: Params) -> str:
+        """The DVC experiment name; for a plain ``dvc repro``, commit + params hash."""
+        return os.environ.get("DVC_EXP_NAME") or f"repro-{self.baseline_rev()[:7] or 'nogit'}-{params.digest()}"
+
+    def tags(self, params: Params) -> dict[str, str]:
+        commit = _git(Path.cwd(), "rev-parse", "HEAD") or _git(self.root, "rev-parse", "HEAD")
+        dirty = bool(_git(Path.cwd(), "status", "--porcelain", "--untracked-files=no"))
+        return {
+            "dvc.exp_name": os.environ.get("DVC_EXP_NAME", "workspace"),
+            "dvc.baseline_rev": self.baseline_rev(),
+            "git.commit": commit or "unknown",
+            "git.dirty": str(dirty).lower(),
+            "params.hash": params.digest(),
+            "ebm.pipeline_key": self.pipeline_key(params),
+        }
+
+    def parent_run(self, experiment_id: str, params: Params, tags: dict[str, str]) -> str:
+        """The pipeline's parent run, created (FINISHED, with all params) on first use."""
+        key = tags["ebm.pipeline_key"]
+        found = self.client.search_runs(
+            [experiment_id], filter_string=f"tags.`ebm.pipeline_key` = '{key}' and tags.`ebm.role` = 'pipeline'",
+            max_results=1)
+        if found:
+            return found[0].info.run_id
+        run = self.client.create_run(experiment_id, run_name=key, tags={**tags, "ebm.role": "pipeline"})
+        self._log_params(run.info.run_id, flatten(params.to_dict()))
+        with tempfile.TemporaryDirectory() as tmp:  # the validated params, defaults filled in
+            path = Path(tmp) / "params.yaml"
+            path.write_text(yaml.safe_dump(params.to_dict(), sort_keys=False, default_flow_style=None))
+            self.client.log_artifact(run.info.run_id, str(path))
+        self.client.set_terminated(run.info.run_id, "FINISHED")
+        return run.info.run_id
+
+    def _log_params(self, run_id: str, values: Mapping[str, object]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, str(v)) for k, v in values.items()]
+        for i in range(0, len(items), MAX_PARAMS_PER_BATCH):
+            self.client.log_batch(run_id, params=items[i:i + MAX_PARAMS_PER_BATCH])
 
 
-def ensure_experiment(name: str, root: Path) -> str:
-    """The experiment's id, creating it with artifacts under ``<root>/mlartifacts`` if needed."""
-    import mlflow
+class StageKilled(BaseException):
+    """Raised in a stage when it receives SIGTERM, so its run ends KILLED."""
 
-    found = mlflow.get_experiment_by_name(name)
-    if found is not None:
-        return found.experiment_id
-    try:
-        return mlflow.create_experiment(name, artifact_location=(root / ARTIFACT_DIR / name).as_uri())
-    except mlflow.exceptions.MlflowException:  # created concurrently by another stage
-        return mlflow.get_experiment_by_name(name).experiment_id
+
+def _raise_killed(signum, frame):
+    raise StageKilled(f"received signal {signum}")
 
 
 @contextlib.contextmanager
-def stage_run(stage: str, params: Params, section: Mapping | None = None) -> Iterator["StageRun"]:
-    """An MLflow run for one stage, tagged and with its params section logged.
+def stage_run(stage: str, params: Params, section: Mapping | None = None, record: Path | None = None,
+              upstream: tuple[str, ...] = ()) -> Iterator["StageRun"]:
+    """A child run for one stage under the pipeline's parent run.
 
-    The run ends FINISHED on success and FAILED if the stage raises (MLflow's own contract).
+    Logs the stage's params ``section`` and writes the run id to ``record`` (a small JSON file
+    that the stage declares as a DVC output, so a stage that DVC skips still names its run).
+    Tags the run ids of the ``upstream`` stages, read from their records beside ``record``, so
+    every evaluation traces to its training run. Ends the run FINISHED, FAILED or KILLED.
     """
-    import mlflow
-
-    root = repo_root()
-    mlflow.set_tracking_uri(tracking_uri(root))
-    experiment_id = ensure_experiment(params.tracking.experiment, root)
-    with mlflow.start_run(experiment_id=experiment_id, tags=run_tags(stage, params, root)) as run:
+    tracker = Tracker()
+    base_tags = tracker.tags(params)
+    with tracker.locked():
+        experiment_id = tracker.ensure_experiment(tracker.experiment_name(params))
+        parent = tracker.parent_run(experiment_id, params, base_tags)
+        upstream_ids = read_run_ids(record.parent, upstream) if record else {}
+        tags = {**base_tags, "ebm.stage": stage, "ebm.role": "stage", "mlflow.parentRunId": parent,
+                "ebm.host": socket.gethostname(), "ebm.pid": str(os.getpid()),
+                **{f"ebm.upstream.{name}": rid for name, rid in upstream_ids.items()}}
+        run_id = tracker.client.create_run(experiment_id, run_name=f"{stage} {base_tags['dvc.exp_name']}",
+                                           tags=tags).info.run_id
         if section:
-            mlflow.log_params(flatten(dict(section)))
-        yield StageRun(run.info.run_id)
+            tracker._log_params(run_id, flatten(dict(section)))
+    if record:
+        record.parent.mkdir(parents=True, exist_ok=True)
+        record.write_text(json.dumps({"stage": stage, "run_id": run_id, "parent_run_id": parent}) + "\n")
+    run = StageRun(tracker, run_id, parent)
+    previous = signal.signal(signal.SIGTERM, _raise_killed)
+    try:
+        yield run
+    except (KeyboardInterrupt, StageKilled):
+        run.end("KILLED")
+        raise
+    except BaseException:
+        run.end("FAILED")
+        raise
+    else:
+        run.end("FINISHED")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def read_run_ids(folder: Path, stages) -> dict[str, str]:
+    """Run ids of ``stages`` from their records ``<folder>/<stage>.json``, where present."""
+    found = {}
+    for stage in stages:
+        path = folder / f"{stage}.json"
+        if path.is_file():
+            found[stage] = json.loads(path.read_text())["run_id"]
+    return found
 
 
 class StageRun:
-    """Thin helpers over the active run, so stages log arrays and files in one line."""
+    """Logging helpers bound to one stage run; every write takes the store lock."""
 
-    def __init__(self, run_id: str):
+    def __init__(self, tracker: Tracker, run_id: str, parent_id: str):
+        self.tracker = tracker
         self.run_id = run_id
+        self.parent_id = parent_id
 
-    def metrics(self, values: Mapping[str, float], step: int | None = None) -> None:
-        import mlflow
+    def metrics(self, values: Mapping[str, float], step: int | None = None, on_parent: bool = False) -> None:
+        from mlflow.entities import Metric
 
-        mlflow.log_metrics({k: float(v) for k, v in values.items() if np.isfinite(v)}, step=step)
+        stamp = int(time.time() * 1000)
+        batch = [Metric(k, float(v), stamp, step or 0) for k, v in values.items() if np.isfinite(float(v))]
+        with self.tracker.locked():
+            for run_id in (self.run_id, self.parent_id) if on_parent else (self.run_id,):
+                self.tracker.client.log_batch(run_id, metrics=batch)
 
     def artifact(self, path: str | Path, folder: str | None = None) -> None:
+        with self.tracker.locked():
+            self.tracker.client.log_artifact(self.run_id, str(path), artifact_path=folder)
+
+    def keras_model(self, model: keras.Model, name: str = "model") -> None:
+        """Log an MLflow Keras model (loadable with ``mlflow.keras.load_model``)."""
         import mlflow
 
-        mlflow.log_artifact(str(path), artifact_path=folder)
+        pins = [f"{pkg}=={ver}" for pkg, ver in (("keras", keras.__version__), ("tensorflow", _tf_version()))]
+        previous = mlflow.get_tracking_uri()
+        with self.tracker.locked():
+            mlflow.set_tracking_uri(self.tracker.uri)  # log_model only speaks to the active run
+            try:
+                with mlflow.start_run(run_id=self.run_id):
+                    mlflow.keras.log_model(model, name=name, pip_requirements=pins)
+            finally:
+                mlflow.set_tracking_uri(previous)
+            self.tracker.client.update_run(self.run_id, status="RUNNING")  # start_run's exit ended it
+
+    def end(self, status: str) -> None:
+        with self.tracker.locked():
+            self.tracker.client.set_terminated(self.run_id, status)
+
+
+def _tf_version() -> str:
+    import tensorflow as tf
+
+    return tf.__version__
+
+
+def close_stale_runs(tracker: Tracker | None = None, older_than_s: float = 0.0) -> list[str]:
+    """End RUNNING stage runs whose process is gone: KILLED. Returns their run ids.
+
+    A run started on this host is stale when its pid no longer exists; a run from another host
+    is stale when it started more than ``older_than_s`` seconds ago (0 = never judged)."""
+    tracker = tracker or Tracker()
+    host = socket.gethostname()
+    closed = []
+    with tracker.locked():
+        experiments = [e.experiment_id for e in tracker.client.search_experiments()]
+        if not experiments:
+            return closed
+        runs = tracker.client.search_runs(experiments, filter_string="attributes.status = 'RUNNING'")
+        now = time.time() * 1000
+        for run in runs:
+            tags = run.data.tags
+            if tags.get("ebm.host") == host and tags.get("ebm.pid"):
+                stale = not _pid_alive(int(tags["ebm.pid"]))
+            else:
+                stale = older_than_s > 0 and now - run.info.start_time > older_than_s * 1000
+            if stale:
+                tracker.client.set_terminated(run.info.run_id, "KILLED")
+                closed.append(run.info.run_id)
+    return closed
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class MlflowEpochLogger(keras.callbacks.Callback):
     """Logs every epoch's metrics (step = epoch number, from 1) and, optionally, an image grid
-    drawn by ``images_fn()`` (e.g. the newest replay-buffer negatives)."""
+    drawn by ``images_fn()`` (e.g. the newest replay-buffer negatives) under ``negatives/``."""
 
     def __init__(self, run: StageRun, images_fn=None, image_every: int = 1):
         super().__init__()

@@ -17,6 +17,7 @@ def tiny_params_dict() -> dict:
     p["sampler"]["steps"] = 6
     p["generate"].update(n=16, snapshot_steps=[0, 2, 6], chains_shown=4)
     p["evaluate"]["batch_size"] = 64
+    p["tracking"]["experiment"] = "ebm"
     return p
 
 
@@ -27,8 +28,13 @@ def tiny_params_dict_():
 
 @pytest.fixture
 def mlflow_store(tmp_path, monkeypatch):
-    """A fresh SQLite MLflow store for one test."""
+    """A fresh SQLite MLflow store for one test, run from inside ``tmp_path``."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.setenv("DVC_ROOT", str(tmp_path))
-    return uri
+    monkeypatch.chdir(tmp_path)
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)  # for the tests' own mlflow.search_runs
+    yield uri
+    mlflow.set_tracking_uri(None)

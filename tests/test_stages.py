@@ -15,16 +15,17 @@ from tests.conftest import tiny_params_dict
 
 def run_all(tmp_path, params):
     prepared = tmp_path / "data/prepared"
-    pipeline.prepare(params, pipeline.PreparePaths(data=prepared))
+    runs = tmp_path / "r/runs"
+    pipeline.prepare(params, pipeline.PreparePaths(data=prepared, record=runs / "prepare.json"))
     tp = pipeline.TrainPaths(data=prepared, model=tmp_path / "models/e.keras", history=tmp_path / "r/history.csv",
-                             negatives=tmp_path / "r/negatives.png")
+                             negatives=tmp_path / "r/negatives.png", record=runs / "train.json")
     pipeline.train(params, tp, verbose=0)
     gp = pipeline.GeneratePaths(model=tp.model, samples=tmp_path / "g/samples.npz", grid=tmp_path / "g/grid.png",
-                                chains=tmp_path / "g/chains.png")
+                                chains=tmp_path / "g/chains.png", record=runs / "generate.json")
     pipeline.generate(params, gp)
     ep = pipeline.EvaluatePaths(data=prepared, model=tp.model, samples=gp.samples, history=tp.history,
                                 metrics=tmp_path / "r/metrics.json", energy_hist=tmp_path / "r/hist.png",
-                                loss_curves=tmp_path / "r/loss.png")
+                                loss_curves=tmp_path / "r/loss.png", record=runs / "evaluate.json")
     metrics = pipeline.evaluate(params, ep)
     return tp, gp, ep, metrics
 
@@ -48,16 +49,26 @@ def test_every_stage_writes_its_outputs_and_logs_a_run(tmp_path, mlflow_store):
     assert saved["test_cdiv"] == pytest.approx(saved["energy_real"] - saved["energy_noise"])
 
     runs = mlflow.search_runs(experiment_names=["ebm"])
-    by_stage = {row["tags.ebm.stage"]: row for _, row in runs.iterrows()}
-    assert set(by_stage) == {"prepare", "train", "generate", "evaluate"}
     assert (runs["status"] == "FINISHED").all()
+    parents = runs[runs["tags.ebm.role"] == "pipeline"]
+    assert len(parents) == 1  # one pipeline run, its stages below it
+    parent = parents.iloc[0]
+    stages = runs[runs["tags.ebm.role"] == "stage"]
+    by_stage = {row["tags.ebm.stage"]: row for _, row in stages.iterrows()}
+    assert set(by_stage) == {"prepare", "train", "generate", "evaluate"}
+    assert (stages["tags.mlflow.parentRunId"] == parent["run_id"]).all()
+    assert parent["params.train.sampler.steps"] == "3" and parent["params.sampler.steps"] == "6"
+    assert parent["metrics.test_cdiv"] == pytest.approx(metrics["test_cdiv"])  # evaluate writes onto the parent
+    assert by_stage["evaluate"]["tags.ebm.upstream.train"] == by_stage["train"]["run_id"]
+    assert by_stage["generate"]["tags.ebm.upstream.train"] == by_stage["train"]["run_id"]
     train_run = by_stage["train"]
     assert train_run["params.sampler.steps"] == "3" and train_run["params.learning_rate"] == "0.0001"
     assert train_run["tags.params.hash"] == params.digest()
     client = mlflow.MlflowClient()
     assert [m.step for m in client.get_metric_history(train_run["run_id"], "loss")] == [1, 2]
     artifacts = {a.path for a in client.list_artifacts(train_run["run_id"])}
-    assert {"history.csv", "negatives.png", "model", "negatives"} <= artifacts
+    assert {"history.csv", "negatives.png", "checkpoint", "negatives"} <= artifacts
+    assert [a.path for a in client.list_artifacts(parent["run_id"])] == ["params.yaml"]
     assert by_stage["evaluate"]["metrics.test_cdiv"] == pytest.approx(metrics["test_cdiv"])
     assert by_stage["generate"]["params.step_size"] == "10.0"
 

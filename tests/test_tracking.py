@@ -1,0 +1,212 @@
+"""The tracking layer against real MLflow stores: SQLite files and a real `mlflow server`."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.parse
+import urllib.request
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+
+from ebm import pipeline, tracking
+from ebm.compare import experiments_table, render
+from ebm.config import parse_params
+from ebm.network import load_energy_network
+from tests.conftest import ROOT, tiny_params_dict
+
+
+def test_runs_land_at_the_root_store_from_a_temporary_copy(tmp_path, monkeypatch):
+    root, copy = tmp_path / "repo", tmp_path / "copy"
+    (root / ".dvc").mkdir(parents=True)
+    copy.mkdir()
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("DVC_ROOT", str(root))
+    monkeypatch.chdir(copy)
+    params = parse_params(tiny_params_dict())
+    pipeline.prepare(params, pipeline.PreparePaths(data=copy / "data"))
+    assert (root / "mlflow.db").is_file() and not (copy / "mlflow.db").exists()
+    client = mlflow.MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("ebm").experiment_id])
+    stage = next(r for r in runs if r.data.tags.get("ebm.stage") == "prepare")
+    assert stage.info.artifact_uri.startswith((root / "mlartifacts").as_uri())
+    assert json.loads((copy / "reports/runs/prepare.json").read_text())["run_id"] == stage.info.run_id
+
+
+def test_default_experiment_is_named_after_the_baseline_commit(tmp_path, monkeypatch, mlflow_store):
+    monkeypatch.setenv("DVC_EXP_BASELINE_REV", "0123456789abcdef0123456789abcdef01234567")
+    raw = tiny_params_dict()
+    raw["tracking"]["experiment"] = ""
+    tracker = tracking.Tracker()
+    assert tracker.experiment_name(parse_params(raw)) == "ebm-0123456"
+    assert tracker.experiment_name(parse_params(tiny_params_dict())) == "ebm"
+
+
+def test_a_stage_that_raises_ends_failed(mlflow_store):
+    params = parse_params(tiny_params_dict())
+    with pytest.raises(ZeroDivisionError):
+        with tracking.stage_run("train", params, {"a": 1}):
+            1 / 0
+    runs = mlflow.search_runs(experiment_names=["ebm"])
+    assert runs.loc[runs["tags.ebm.role"] == "stage", "status"].tolist() == ["FAILED"]
+    assert runs.loc[runs["tags.ebm.role"] == "pipeline", "status"].tolist() == ["FINISHED"]
+
+
+STAGE_THAT_WAITS = textwrap.dedent("""
+    import sys, time
+    from ebm import tracking
+    from ebm.config import parse_params
+    from tests.conftest import tiny_params_dict
+    with tracking.stage_run("train", parse_params(tiny_params_dict())):
+        print("started", flush=True)
+        time.sleep(120)
+""")
+
+
+def _start_waiting_stage(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-c", STAGE_THAT_WAITS], cwd=tmp_path, stdout=subprocess.PIPE,
+                            text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.stdout.readline().strip() == "started"
+    return proc
+
+
+def _stage_statuses():
+    runs = mlflow.search_runs(experiment_names=["ebm"])
+    return runs.loc[runs["tags.ebm.role"] == "stage", "status"].tolist()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_killed_stage_ends_killed(tmp_path, mlflow_store, sig):
+    proc = _start_waiting_stage(tmp_path)
+    assert _stage_statuses() == ["RUNNING"]
+    proc.send_signal(sig)
+    proc.wait(timeout=60)
+    assert _stage_statuses() == ["KILLED"]
+
+
+def test_close_stale_runs_ends_runs_of_dead_processes(tmp_path, mlflow_store):
+    proc = _start_waiting_stage(tmp_path)
+    proc.kill()  # SIGKILL: no handler runs, the run stays RUNNING
+    proc.wait(timeout=60)
+    assert _stage_statuses() == ["RUNNING"]
+    alive = _start_waiting_stage(tmp_path)
+    try:
+        closed = tracking.close_stale_runs()
+        assert len(closed) == 1
+        assert sorted(_stage_statuses()) == ["KILLED", "RUNNING"]  # the live one is left alone
+    finally:
+        alive.terminate()
+        alive.wait(timeout=60)
+
+
+WRITER = textwrap.dedent("""
+    import sys, time
+    from mlflow.entities import Metric
+    from ebm import tracking
+    tracker = tracking.Tracker()
+    for i in range(40):
+        with tracker.locked():
+            tracker.client.log_batch(sys.argv[1], metrics=[Metric("m", float(i), int(time.time() * 1000), i)])
+""")
+
+
+def test_concurrent_writers_to_sqlite_lose_nothing(tmp_path, mlflow_store):
+    client = mlflow.MlflowClient(mlflow_store)
+    experiment = client.create_experiment("ebm")
+    run_ids = [client.create_run(experiment).info.run_id for _ in range(4)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    procs = [subprocess.Popen([sys.executable, "-c", WRITER, rid], env=env, stderr=subprocess.PIPE, text=True)
+             for rid in run_ids]
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+    for rid in run_ids:
+        assert [m.step for m in client.get_metric_history(rid, "m")] == list(range(40))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _get(url: str) -> dict | bytes:
+    with urllib.request.urlopen(url, timeout=30) as r:
+        body = r.read()
+    return json.loads(body) if r.headers.get_content_type() == "application/json" else body
+
+
+def test_a_real_mlflow_server_serves_runs_metrics_images_and_the_model(tmp_path, mlflow_store):
+    params = parse_params(tiny_params_dict())
+    pipeline.prepare(params, pipeline.PreparePaths(data=tmp_path / "data"))
+    paths = pipeline.TrainPaths(data=tmp_path / "data", model=tmp_path / "m.keras", history=tmp_path / "h.csv",
+                                negatives=tmp_path / "n.png")
+    pipeline.train(params, paths, verbose=0)
+    train_id = json.loads(paths.record.read_text())["run_id"]
+
+    # the logged model draws digits through the runs:/ URI
+    loaded = mlflow.keras.load_model(f"runs:/{train_id}/model")
+    x = np.zeros((2, 32, 32, 1), "float32")
+    np.testing.assert_allclose(loaded(x).numpy(), load_energy_network(paths.model)(x).numpy(), atol=1e-5)
+
+    port = _free_port()
+    server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri", mlflow_store,
+                               "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(120):
+            try:
+                _get(f"{base}/health")
+                break
+            except OSError:
+                time.sleep(0.5)
+        experiment = _get(f"{base}/api/2.0/mlflow/experiments/get-by-name?experiment_name=ebm")["experiment"]
+        req = urllib.request.Request(f"{base}/api/2.0/mlflow/runs/search", method="POST",
+                                     data=json.dumps({"experiment_ids": [experiment["experiment_id"]]}).encode(),
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=30) as r:
+            runs = json.loads(r.read())["runs"]
+        stages = {t["value"] for run in runs for t in run["data"].get("tags", []) if t["key"] == "ebm.stage"}
+        assert stages == {"prepare", "train"}
+        history = _get(f"{base}/api/2.0/mlflow/metrics/get-history?run_id={train_id}&metric_key=loss")
+        assert [m["step"] for m in history["metrics"]] == [1, 2]
+        listing = _get(f"{base}/api/2.0/mlflow/artifacts/list?run_id={train_id}&path=negatives")
+        images = [f["path"] for f in listing["files"]]
+        assert images == ["negatives/negatives_epoch001.png", "negatives/negatives_epoch002.png"]
+        png = _get(f"{base}/get-artifact?run_uuid={train_id}&path={urllib.parse.quote(images[0])}")
+        assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+
+
+def _fake_runs() -> pd.DataFrame:
+    rows = []
+    for name, step, cdiv in (("exp-a", "2.0", -1.5), ("exp-b", "5.0", -3.0), ("exp-c", "10.0", None)):
+        rows.append({"run_id": f"id-{name}", "tags.ebm.role": "pipeline", "tags.dvc.exp_name": name,
+                     "tags.git.commit": "abcdef0123", "params.sampler.step_size": step, "params.train.epochs": "2",
+                     "metrics.test_cdiv": cdiv, "metrics.energy_real": -1.0})
+    rows.append({"run_id": "child", "tags.ebm.role": "stage", "tags.dvc.exp_name": "exp-a",
+                 "tags.git.commit": "abcdef0123", "params.sampler.step_size": "2.0", "metrics.test_cdiv": -9.0})
+    return pd.DataFrame(rows)
+
+
+def test_compare_ranks_pipeline_runs_and_keeps_only_varying_params():
+    table = experiments_table(_fake_runs(), sort_by="test_cdiv")
+    assert table["experiment"].tolist() == ["exp-b", "exp-a", "exp-c"]  # unfinished last
+    assert "sampler.step_size" in table.columns and "train.epochs" not in table.columns
+    assert table["run_id"].tolist() == ["id-exp-b", "id-exp-a", "id-exp-c"]
+    csv = render(table, "csv").splitlines()
+    assert csv[0] == "experiment,sampler.step_size,test_cdiv,energy_real,commit,run_id"
+    assert csv[1].startswith("exp-b,5.0,-3.0,")
+    assert render(table, "markdown").splitlines()[0].startswith("| experiment")
+    with pytest.raises(KeyError, match="cannot sort by"):
+        experiments_table(_fake_runs(), sort_by="fid")
