@@ -107,24 +107,43 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class GenerateConfig:
-    n: int = 256
+    n: int = 500
     seed: int = 0
     snapshot_steps: tuple[int, ...] = (0, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
     chains_shown: int = 8
+    gif_every: int = 10
 
     def __post_init__(self):
         _check(self.n >= 1, "n", f"must be >= 1; got {self.n}")
         _check(all(s >= 0 for s in self.snapshot_steps), "snapshot_steps", "must be >= 0")
         _check(self.chains_shown >= 1, "chains_shown", "must be >= 1")
+        _check(self.gif_every >= 1, "gif_every", "must be >= 1")
+
+
+@dataclass(frozen=True)
+class ClassifierConfig:
+    epochs: int = 15
+    batch_size: int = 128
+    learning_rate: float = 1e-3
+    seed: int = 0
+
+    def __post_init__(self):
+        _check(self.epochs >= 1, "epochs", f"must be >= 1; got {self.epochs}")
+        _check(self.batch_size >= 1, "batch_size", "must be >= 1")
+        _check(self.learning_rate > 0, "learning_rate", "must be > 0")
 
 
 @dataclass(frozen=True)
 class EvaluateConfig:
     seed: int = 0
     batch_size: int = 500
+    longrun_factor: int = 5
+    longrun_n: int = 100
 
     def __post_init__(self):
         _check(self.batch_size >= 1, "batch_size", "must be >= 1")
+        _check(self.longrun_factor >= 1, "longrun_factor", "must be >= 1 (1 = no long-run check)")
+        _check(self.longrun_n >= 2, "longrun_n", "must be >= 2")
 
 
 @dataclass(frozen=True)
@@ -139,6 +158,7 @@ class Params:
     train: TrainConfig = field(default_factory=TrainConfig)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
+    classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 

@@ -38,7 +38,9 @@ def preprocess(images: np.ndarray) -> np.ndarray:
 
 
 def stratified_split(n_or_labels: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices (train, test) with each label's share of the test set equal to ``test_fraction``."""
+    """Indices (train, test) with each label's share of the test set equal to ``test_fraction``,
+    each in a seeded random order (the bundled digits are sorted by label; a prefix of a split
+    must be a fair sample)."""
     labels = np.asarray(n_or_labels)
     rng = np.random.default_rng(seed)
     train, test = [], []
@@ -47,7 +49,7 @@ def stratified_split(n_or_labels: np.ndarray, test_fraction: float, seed: int) -
         n_test = int(round(test_fraction * len(idx)))
         test.append(idx[:n_test])
         train.append(idx[n_test:])
-    return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
+    return rng.permutation(np.concatenate(train)), rng.permutation(np.concatenate(test))
 
 
 def _check_images(x, name: str, where: str) -> np.ndarray:

@@ -116,12 +116,17 @@ class ModelFileError(RuntimeError):
     """A model file is missing or cannot be loaded."""
 
 
-def load_energy_network(path: str | Path) -> keras.Model:
-    """Load a ``.keras`` checkpoint written by the train stage, with a clear error if it is bad."""
+def load_model_file(path: str | Path, missing_hint: str = "run the train stage (dvc repro train)") -> keras.Model:
+    """Load a ``.keras`` file written by a stage, with a clear error if it is missing or bad."""
     path = Path(path)
     if not path.is_file():
-        raise ModelFileError(f"model file {path} not found: run the train stage (dvc repro train)")
+        raise ModelFileError(f"model file {path} not found: {missing_hint}")
     try:
         return keras.saving.load_model(path, compile=False)
     except (OSError, ValueError, zipfile.BadZipFile, KeyError, TypeError) as err:
         raise ModelFileError(f"model file {path} could not be loaded ({type(err).__name__}: {err})") from err
+
+
+def load_energy_network(path: str | Path) -> keras.Model:
+    """The energy network checkpoint written by the train stage."""
+    return load_model_file(path)

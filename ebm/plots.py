@@ -108,3 +108,71 @@ def save_loss_curves(history: pd.DataFrame, path: str | Path) -> Path:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def save_gif(frames: Mapping[int, np.ndarray], path: str | Path, scale: int = 3, ms_per_frame: int = 80) -> Path:
+    """An animated GIF: each frame tiles the chains (one row) at one step; the last frame lingers."""
+    from PIL import Image
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    images = []
+    for step in sorted(frames):
+        mosaic = tile(frames[step], ncols=len(frames[step]))
+        images.append(Image.fromarray(mosaic).resize((mosaic.shape[1] * scale, mosaic.shape[0] * scale), Image.NEAREST))
+    durations = [ms_per_frame] * (len(images) - 1) + [1500]
+    images[0].save(path, save_all=True, append_images=images[1:], duration=durations, loop=0)
+    return path
+
+
+def save_chain_health(table: Mapping[str, np.ndarray], path: str | Path) -> Path:
+    """Energy and input-gradient norm (mean +- std over chains) at each Langevin step."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+    step = np.asarray(table["step"])
+    for ax, key, label in ((axes[0], "energy", "energy E(x)"), (axes[1], "grad_norm", "|dE/dx| (before clipping)")):
+        mean, std = np.asarray(table[f"{key}_mean"]), np.asarray(table[f"{key}_std"])
+        ax.plot(step, mean, lw=1.2)
+        ax.fill_between(step, mean - std, mean + std, alpha=0.3)
+        ax.set_xscale("log")
+        ax.set_xlabel("Langevin step")
+        ax.set_title(label + ", mean +- std over chains", fontsize=9)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def save_bars(values: Mapping[str, float], path: str | Path, title: str, ylabel: str, ylim=None) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    ax.bar([str(k) for k in values], list(values.values()), color="#4c72b0")
+    ax.set_title(title, fontsize=10)
+    ax.set_ylabel(ylabel)
+    if ylim:
+        ax.set_ylim(*ylim)
+    ax.tick_params(axis="x", labelsize=8, rotation=20)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def save_distance_histogram(distances: Mapping[str, np.ndarray], path: str | Path) -> Path:
+    """Distance to the nearest training image: generated samples against real test digits."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    for name, d in distances.items():
+        ax.hist(d, bins=40, alpha=0.55, density=True, label=f"{name} (median {np.median(d):.2f})")
+    ax.set_xlabel("L2 distance to the nearest training image (pixels in [-1, 1])")
+    ax.set_ylabel("density")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Callable, Sequence
 
+import numpy as np
 import tensorflow as tf
 
 EnergyFn = Callable[[tf.Tensor], tf.Tensor]  # (B, H, W, C) -> (B,)
@@ -43,49 +44,81 @@ class LangevinSampler(tf.Module):
         self.splits = max(1, splits)
         self.rng = tf.random.Generator.from_seed(seed)
 
-    def step(self, energy: EnergyFn, x: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
-        """One Langevin step; ``seed`` is a stateless RNG seed of shape (2,)."""
+    def step(self, energy: EnergyFn, x: tf.Tensor, seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        """One Langevin step; ``seed`` is a stateless RNG seed of shape (2,). Returns the new
+        state, the energy of the noised state and the per-image norm of its (unclipped) gradient."""
         if self.noise > 0:
             x = x + self.noise * tf.random.stateless_normal(tf.shape(x), seed=seed, dtype=x.dtype)
             x = tf.clip_by_value(x, -1.0, 1.0)
-        _, grad = energy_and_grad(energy, x)
+        e, grad = energy_and_grad(energy, x)
+        grad_norm = tf.norm(tf.reshape(grad, (tf.shape(grad)[0], -1)), axis=1)
         grad = tf.clip_by_value(grad, -self.grad_clip, self.grad_clip)
-        return tf.clip_by_value(x - self.step_size * grad, -1.0, 1.0)
+        return tf.clip_by_value(x - self.step_size * grad, -1.0, 1.0), e, grad_norm
 
-    def run(self, energy: EnergyFn, x: tf.Tensor, steps=None) -> tf.Tensor:
-        """Run ``steps`` (default ``self.steps``) steps from ``x``; usable inside a tf.function."""
+    def run(self, energy: EnergyFn, x: tf.Tensor, steps=None, trace: bool = False):
+        """Run ``steps`` (default ``self.steps``) steps from ``x``; usable inside a tf.function.
+
+        With ``trace=True`` also returns per-step sums over the batch, shape (steps, 4):
+        sum E, sum E^2, sum |grad|, sum |grad|^2 (see :func:`trace_table`)."""
         steps = self.steps if steps is None else steps
         n = x.shape[0]
         splits = min(self.splits, n) if n is not None else 1
         seeds = self.rng.make_seeds(splits)  # (2, splits)
         sizes = [n // splits + (1 if p < n % splits else 0) for p in range(splits)] if splits > 1 else None
         parts = tf.split(x, sizes, axis=0) if splits > 1 else [x]
-        out = []
+        out, traces = [], []
         for p, part in enumerate(parts):
             seed = seeds[:, p]
 
-            def body(i, z, seed=seed):
-                return i + 1, self.step(energy, z, tf.random.experimental.stateless_fold_in(seed, i))
+            def body(i, z, sums, seed=seed):
+                z, e, g = self.step(energy, z, tf.random.experimental.stateless_fold_in(seed, i))
+                if trace:
+                    sums = sums.write(i, tf.stack([tf.reduce_sum(e), tf.reduce_sum(e * e),
+                                                   tf.reduce_sum(g), tf.reduce_sum(g * g)]))
+                return i + 1, z, sums
 
-            _, part = tf.while_loop(lambda i, z: i < steps, body, (tf.constant(0), part))
+            sums = tf.TensorArray(tf.float32, size=steps if trace else 0, dynamic_size=not trace)
+            _, part, sums = tf.while_loop(lambda i, z, s: i < steps, body, (tf.constant(0), part, sums))
             out.append(part)
-        return tf.concat(out, axis=0) if len(out) > 1 else out[0]
+            if trace:
+                traces.append(sums.stack())
+        x = tf.concat(out, axis=0) if len(out) > 1 else out[0]
+        return (x, tf.add_n(traces)) if trace else x
 
-    def chain(self, energy: EnergyFn, x: tf.Tensor, record_at: Sequence[int] = ()) -> tuple[tf.Tensor, dict[int, tf.Tensor]]:
-        """Run ``self.steps`` compiled steps from ``x``, keeping the state after each step in
-        ``record_at`` (0 = the start). Returns the final state and ``{step: state}``."""
-        compiled = tf.function(lambda z, n: self.run(energy, z, n))
+    def chain(self, energy: EnergyFn, x: tf.Tensor, record_at: Sequence[int] = (), record_first: int | None = None,
+              trace: bool = False):
+        """Run ``self.steps`` compiled steps from ``x``, keeping the state of the first
+        ``record_first`` chains (all by default) after each step in ``record_at`` (0 = start).
+
+        Returns ``(final state, {step: states})``, plus with ``trace=True`` a NumPy array
+        (steps, 4) of per-step sums for :func:`trace_table`."""
+        compiled = tf.function(lambda z, k: self.run(energy, z, k, trace=trace))
+        keep = slice(None, record_first)
         marks = sorted({s for s in record_at if 0 <= s <= self.steps} | {self.steps})
-        snapshots, done = {}, 0
+        snapshots, sums, done = {}, [], 0
         if 0 in record_at:
-            snapshots[0] = tf.identity(x)
+            snapshots[0] = tf.identity(x[keep])
         for mark in marks:
             if mark > done:
-                x = compiled(x, tf.constant(mark - done))
+                result = compiled(x, tf.constant(mark - done))
+                x = result[0] if trace else result
+                if trace:
+                    sums.append(result[1].numpy())
                 done = mark
             if mark in record_at:
-                snapshots[mark] = x
+                snapshots[mark] = x[keep]
+        if trace:
+            return x, snapshots, np.concatenate(sums)
         return x, snapshots
+
+
+def trace_table(sums: np.ndarray, n: int) -> dict[str, np.ndarray]:
+    """Per-step mean and standard deviation of the energy and the gradient norm from the
+    sums :meth:`LangevinSampler.run` traces over a batch of ``n`` chains. Step 1 is the first."""
+    mean = sums / n
+    std = np.sqrt(np.maximum(mean[:, [1, 3]] - mean[:, [0, 2]] ** 2, 0.0))
+    return {"step": np.arange(1, len(sums) + 1), "energy_mean": mean[:, 0], "energy_std": std[:, 0],
+            "grad_norm_mean": mean[:, 2], "grad_norm_std": std[:, 1]}
 
 
 def split_count(batch_size: int, requested: int, cpu_count: int, on_gpu: bool) -> int:

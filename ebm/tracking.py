@@ -318,3 +318,28 @@ class MlflowEpochLogger(keras.callbacks.Callback):
             with tempfile.TemporaryDirectory() as tmp:
                 self.run.artifact(save_grid(self.images_fn(), Path(tmp) / f"negatives_epoch{epoch + 1:03d}.png"),
                                   "negatives")
+
+
+class NullRun:
+    """A stage run that logs nothing (for hand runs such as ``ebm evaluate --model-uri``)."""
+
+    run_id = parent_id = None
+
+    def metrics(self, values, step=None, on_parent=False) -> None:
+        pass
+
+    def artifact(self, path, folder=None) -> None:
+        pass
+
+    def keras_model(self, model, name="model") -> None:
+        pass
+
+
+@contextlib.contextmanager
+def maybe_stage_run(track: bool, *args, **kwargs) -> Iterator["StageRun | NullRun"]:
+    """:func:`stage_run` when ``track``, else a :class:`NullRun`."""
+    if not track:
+        yield NullRun()
+        return
+    with stage_run(*args, **kwargs) as run:
+        yield run

@@ -15,8 +15,10 @@ def tiny_params_dict() -> dict:
     p["train"].update(epochs=2, batch_size=32, buffer_size=256)
     p["train"]["sampler"]["steps"] = 3
     p["sampler"]["steps"] = 6
-    p["generate"].update(n=16, snapshot_steps=[0, 2, 6], chains_shown=4)
-    p["evaluate"]["batch_size"] = 64
+    p["generate"].update(n=24, snapshot_steps=[0, 2, 6], chains_shown=4)
+    p["generate"]["gif_every"] = 2
+    p["classifier"]["epochs"] = 1
+    p["evaluate"].update(batch_size=64, longrun_factor=3, longrun_n=8)
     p["tracking"]["experiment"] = "ebm"
     return p
 

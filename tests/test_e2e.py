@@ -1,12 +1,14 @@
-"""End to end: the real `dvc repro` and `dvc exp run` in a temporary git repo with tiny params."""
+"""End to end: the real `dvc repro`, `dvc exp run` and a queued sweep in a temporary git repo."""
 
 import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import mlflow
+import pandas as pd
 import pytest
 import yaml
 
@@ -17,22 +19,24 @@ pytestmark = pytest.mark.e2e
 PROJECT_FILES = ["dvc.yaml", "stages", ".dvcignore", ".gitignore"]
 
 
-def sh(*cmd, cwd, env):
-    out = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+def sh(*cmd, cwd, env, timeout=600):
+    out = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     assert out.returncode == 0, f"{' '.join(cmd)} failed:\n{out.stdout}\n{out.stderr}"
     return out.stdout + out.stderr
 
 
-@pytest.fixture
-def project(tmp_path):
-    """A fresh git+DVC repo holding the project with tiny params; stages use this interpreter."""
-    repo = tmp_path / "repo"
+@pytest.fixture(scope="module")
+def baseline(tmp_path_factory):
+    """A fresh git+DVC repo holding the project with tiny params, reproduced and committed."""
+    repo = tmp_path_factory.mktemp("e2e") / "repo"
     repo.mkdir()
     for name in PROJECT_FILES:
         src = ROOT / name
         (shutil.copytree if src.is_dir() else shutil.copy)(src, repo / name)
     shutil.copytree(ROOT / "ebm", repo / "ebm", ignore=shutil.ignore_patterns("__pycache__"))
-    (repo / "params.yaml").write_text(yaml.safe_dump(tiny_params_dict(), sort_keys=False))
+    params = tiny_params_dict()
+    params["tracking"]["experiment"] = ""  # the default: one MLflow experiment per baseline commit
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
     env.update(PATH=f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}", PYTHONPATH=str(repo),
                GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t")
@@ -41,41 +45,76 @@ def project(tmp_path):
     sh("dvc", "config", "core.analytics", "false", cwd=repo, env=env)
     sh("git", "add", "-A", cwd=repo, env=env)
     sh("git", "commit", "-qm", "project", cwd=repo, env=env)
-    return repo, env
-
-
-def stage_runs(repo):
-    mlflow.set_tracking_uri(f"sqlite:///{repo / 'mlflow.db'}")
-    return mlflow.search_runs(experiment_names=["ebm"])
-
-
-def test_repro_then_sampler_sweep_reruns_only_downstream(project):
-    repo, env = project
-    out = sh("dvc", "repro", cwd=repo, env=env)
-    for stage in ("prepare", "train", "generate", "evaluate"):
-        assert f"Running stage '{stage}'" in out
-    assert (repo / "models/energy.keras").is_file() and (repo / "reports/metrics.json").is_file()
-    metrics = sh("dvc", "metrics", "show", "--json", cwd=repo, env=env)
-    assert "test_cdiv" in metrics
-
+    repro_log = sh("dvc", "repro", cwd=repo, env=env)
     sh("git", "add", "-A", cwd=repo, env=env)
     sh("git", "commit", "-qm", "baseline", cwd=repo, env=env)
-    out = sh("dvc", "exp", "run", "-S", "sampler.step_size=5", cwd=repo, env=env)
+    return repo, env, repro_log
+
+
+def all_runs(repo) -> pd.DataFrame:
+    client = mlflow.MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
+    ids = [e.experiment_id for e in client.search_experiments()]
+    mlflow.set_tracking_uri(client.tracking_uri)
+    try:
+        return mlflow.search_runs(experiment_ids=ids)
+    finally:
+        mlflow.set_tracking_uri(None)
+
+
+def test_repro_runs_every_stage_and_logs_each(baseline):
+    repo, env, log = baseline
+    for stage in ("prepare", "train", "generate", "evaluate"):
+        assert f"Running stage '{stage}'" in log
+    assert (repo / "models/energy.keras").is_file() and (repo / "reports/metrics.json").is_file()
+    assert "test_cdiv" in sh("dvc", "metrics", "show", "--json", cwd=repo, env=env)
+    assert not sh("git", "status", "--porcelain", cwd=repo, env=env).strip()  # outputs are not git files
+    runs = all_runs(repo)
+    stages = runs[runs["tags.ebm.role"] == "stage"]
+    assert sorted(stages["tags.ebm.stage"]) == ["evaluate", "generate", "prepare", "train"]
+    assert (runs["status"] == "FINISHED").all()
+    first_commit = sh("git", "rev-parse", "HEAD~1", cwd=repo, env=env).strip()
+    experiment = mlflow.MlflowClient(f"sqlite:///{repo / 'mlflow.db'}").get_experiment(stages.iloc[0]["experiment_id"])
+    assert experiment.name == f"ebm-{first_commit[:7]}"
+
+
+def test_sampler_change_reruns_only_generate_and_evaluate(baseline):
+    repo, env, _ = baseline
+    out = sh("dvc", "exp", "run", "-n", "step5", "-S", "sampler.step_size=5", cwd=repo, env=env)
     assert "Running stage 'generate'" in out and "Running stage 'evaluate'" in out
     assert "Running stage 'train'" not in out and "Running stage 'prepare'" not in out
-
-    runs = stage_runs(repo)
-    counts = runs["tags.ebm.stage"].value_counts().to_dict()
-    assert counts == {"prepare": 1, "train": 1, "generate": 2, "evaluate": 2}
-    assert (runs["status"] == "FINISHED").all()
-    gen = runs[runs["tags.ebm.stage"] == "generate"]
-    assert sorted(gen["params.step_size"]) == ["10.0", "5.0"]
-    swept = gen[gen["params.step_size"] == "5.0"].iloc[0]
-    assert swept["tags.dvc.exp_name"] not in ("", "workspace")  # named after the DVC experiment
-    assert len(swept["tags.git.commit"]) == 40
-    ev = runs[runs["tags.ebm.stage"] == "evaluate"]
-    assert ev["metrics.test_cdiv"].notna().all()
-    client = mlflow.MlflowClient()
-    for _, run in runs.iterrows():
-        assert client.list_artifacts(run["run_id"]) or run["tags.ebm.stage"] == "prepare"
+    runs = all_runs(repo)
+    mine = runs[runs["tags.dvc.exp_name"] == "step5"]
+    assert sorted(mine.loc[mine["tags.ebm.role"] == "stage", "tags.ebm.stage"]) == ["evaluate", "generate"]
+    parent = mine[mine["tags.ebm.role"] == "pipeline"].iloc[0]
+    assert parent["params.sampler.step_size"] == "5.0" and pd.notna(parent["metrics.test_cdiv"])
+    train_run = runs[(runs["tags.ebm.stage"] == "train")].iloc[0]
+    gen = mine[mine["tags.ebm.stage"] == "generate"].iloc[0]
+    assert gen["tags.ebm.upstream.train"] == train_run["run_id"]  # traced to the cached training run
+    assert len(gen["tags.git.commit"]) == 40
     assert "test_cdiv" in sh("dvc", "exp", "show", "--csv", cwd=repo, env=env)
+    sh("git", "checkout", "--", ".", cwd=repo, env=env)  # back to the baseline params
+
+
+def test_queued_sweep_with_two_workers_loses_no_run(baseline):
+    repo, env, _ = baseline
+    sh("dvc", "exp", "run", "--queue", "-S", "sampler.step_size=2,7,12", cwd=repo, env=env)
+    sh("dvc", "queue", "start", "-j", "2", cwd=repo, env=env)
+    deadline = time.time() + 480
+    while time.time() < deadline:
+        status = sh("dvc", "queue", "status", cwd=repo, env=env)
+        if "Queued" not in status and "Running" not in status:
+            break
+        time.sleep(3)
+    assert status.count("Success") == 3, status
+    runs = all_runs(repo)
+    parents = runs[(runs["tags.ebm.role"] == "pipeline") & runs["params.sampler.step_size"].isin(["2.0", "7.0", "12.0"])]
+    assert len(parents) == 3 and parents["metrics.test_cdiv"].notna().all()
+    assert parents["tags.dvc.exp_name"].nunique() == 3
+    for _, parent in parents.iterrows():
+        children = runs[runs["tags.mlflow.parentRunId"] == parent["run_id"]]
+        assert sorted(children["tags.ebm.stage"]) == ["evaluate", "generate"]
+        assert (children["status"] == "FINISHED").all()
+    out = subprocess.run([str(Path(sys.executable).parent / "ebm"), "compare", "--all", "--format", "csv"],
+                         cwd=repo, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[0].startswith("experiment,sampler.step_size,test_cdiv")

@@ -75,3 +75,21 @@ def test_split_count_defaults():
     assert split_count(128, 0, cpu_count=2, on_gpu=True) == 1
     assert split_count(127, 0, cpu_count=8, on_gpu=False) == 1
     assert split_count(128, 4, cpu_count=1, on_gpu=True) == 4
+
+
+def test_trace_reports_energy_falling_and_gradient_norms():
+    from ebm.sampler import trace_table
+
+    sampler = LangevinSampler(steps=8, step_size=0.3, noise=0.0, grad_clip=0.1, seed=0, splits=2)
+    x0 = start(n=6)
+    final, _, sums = sampler.chain(quadratic_energy(), x0, record_at=[0, 3], trace=True)
+    table = trace_table(sums, n=6)
+    assert table["step"].tolist() == list(range(1, 9))
+    e0 = quadratic_energy()(x0).numpy()
+    assert np.isclose(table["energy_mean"][0], e0.mean(), rtol=1e-5)
+    assert np.isclose(table["energy_std"][0], e0.std(), rtol=1e-4)
+    assert np.all(np.diff(table["energy_mean"]) < 0)
+    g0 = np.linalg.norm(2 * (x0.numpy() - 0.3).reshape(6, -1), axis=1)
+    assert np.isclose(table["grad_norm_mean"][0], g0.mean(), rtol=1e-5)
+    plain = LangevinSampler(steps=8, step_size=0.3, noise=0.0, grad_clip=0.1, seed=0).run(quadratic_energy(), x0)
+    np.testing.assert_allclose(final.numpy(), plain.numpy(), atol=1e-6)

@@ -20,33 +20,65 @@ def run_all(tmp_path, params):
     tp = pipeline.TrainPaths(data=prepared, model=tmp_path / "models/e.keras", history=tmp_path / "r/history.csv",
                              negatives=tmp_path / "r/negatives.png", record=runs / "train.json")
     pipeline.train(params, tp, verbose=0)
-    gp = pipeline.GeneratePaths(model=tp.model, samples=tmp_path / "g/samples.npz", grid=tmp_path / "g/grid.png",
-                                chains=tmp_path / "g/chains.png", record=runs / "generate.json")
+    cp = pipeline.ClassifierPaths(data=prepared, model=tmp_path / "models/c.keras", metrics=tmp_path / "r/clf.json",
+                                  record=runs / "classifier.json")
+    pipeline.classifier(params, cp)
+    g = tmp_path / "g"
+    gp = pipeline.GeneratePaths(model=tp.model, samples=g / "samples.npz", grid=g / "samples.png",
+                                chains=g / "chains.png", gif=g / "chains.gif", health=g / "health.csv",
+                                health_plot=g / "chain_health.png", record=runs / "generate.json")
     pipeline.generate(params, gp)
-    ep = pipeline.EvaluatePaths(data=prepared, model=tp.model, samples=gp.samples, history=tp.history,
-                                metrics=tmp_path / "r/metrics.json", energy_hist=tmp_path / "r/hist.png",
-                                loss_curves=tmp_path / "r/loss.png", record=runs / "evaluate.json")
+    ep = pipeline.EvaluatePaths(data=prepared, model=tp.model, classifier=cp.model, classifier_metrics=cp.metrics,
+                                samples=gp.samples, history=tp.history, generate_reports=g, negatives=tp.negatives,
+                                metrics=tmp_path / "r/metrics.json", figures=tmp_path / "r/eval",
+                                ood=tmp_path / "r/eval/ood.csv", report=tmp_path / "r/report.html",
+                                record=runs / "evaluate.json")
     metrics = pipeline.evaluate(params, ep)
     return tp, gp, ep, metrics
 
 
-def test_every_stage_writes_its_outputs_and_logs_a_run(tmp_path, mlflow_store):
-    params = parse_params(tiny_params_dict())
-    tp, gp, ep, metrics = run_all(tmp_path, params)
+@pytest.fixture(scope="module")
+def pipeline_run(tmp_path_factory):
+    """The five stages once, on tiny params, into a fresh SQLite store; shared by the tests below."""
+    tmp_path = tmp_path_factory.mktemp("stages")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", uri)
+        mp.setenv("DVC_ROOT", str(tmp_path))
+        mp.chdir(tmp_path)
+        params = parse_params(tiny_params_dict())
+        result = run_all(tmp_path, params)
+    mlflow.set_tracking_uri(uri)
+    yield (tmp_path, params, *result)
+    mlflow.set_tracking_uri(None)
+
+
+def test_every_stage_writes_its_outputs_and_logs_a_run(pipeline_run):
+    tmp_path, params, tp, gp, ep, metrics = pipeline_run
 
     assert np.load(tmp_path / "data/prepared/train.npz")["x"].shape == (4500, 32, 32, 1)
     history = pd.read_csv(tp.history)
     assert history["epoch"].tolist() == [1, 2]
     assert {"loss", "cdiv", "reg", "real", "fake", "val_cdiv", "val_real", "val_fake"} <= set(history.columns)
     with np.load(gp.samples) as f:
-        assert f["samples"].shape == (16, 32, 32, 1)
+        assert f["samples"].shape == (24, 32, 32, 1)
         assert f["snapshot_steps"].tolist() == [0, 2, 6] and f["snapshots"].shape == (3, 4, 32, 32, 1)
         assert -1.0 <= f["samples"].min() and f["samples"].max() <= 1.0
-    for png in (tp.negatives, gp.grid, gp.chains, ep.energy_hist, ep.loss_curves):
+    health = pd.read_csv(gp.health)
+    assert health["step"].tolist() == list(range(1, 7)) and health["grad_norm_mean"].gt(0).all()
+    for png in (tp.negatives, gp.grid, gp.chains, gp.health_plot, *ep.figures.glob("*.png")):
         assert Image.open(png).size[0] > 50
+    gif = Image.open(gp.gif)
+    assert gif.n_frames == 4  # steps 0, 2, 4, 6
     saved = json.loads(ep.metrics.read_text())
     assert saved == pytest.approx(metrics)
+    for key in ("fid", "fid_real_floor", "kid", "kid_std", "precision", "recall", "coverage", "confident_share",
+                "nn_dist_generated_median", "nn_dist_test_median", "auroc_uniform_noise", "auroc_gaussian_noise",
+                "auroc_flipped_digits", "auroc_inverted_digits", "auroc_pixel_shuffled_digits", "auroc_mixture",
+                "longrun_confident_share", "longrun_fid", "longrun_stable", "test_cdiv"):
+        assert np.isfinite(saved[key]), key
     assert saved["test_cdiv"] == pytest.approx(saved["energy_real"] - saved["energy_noise"])
+    assert pd.read_csv(ep.ood)["outliers"].tolist()[-1] == "mixture"
 
     runs = mlflow.search_runs(experiment_names=["ebm"])
     assert (runs["status"] == "FINISHED").all()
@@ -55,11 +87,12 @@ def test_every_stage_writes_its_outputs_and_logs_a_run(tmp_path, mlflow_store):
     parent = parents.iloc[0]
     stages = runs[runs["tags.ebm.role"] == "stage"]
     by_stage = {row["tags.ebm.stage"]: row for _, row in stages.iterrows()}
-    assert set(by_stage) == {"prepare", "train", "generate", "evaluate"}
+    assert set(by_stage) == {"prepare", "train", "classifier", "generate", "evaluate"}
     assert (stages["tags.mlflow.parentRunId"] == parent["run_id"]).all()
     assert parent["params.train.sampler.steps"] == "3" and parent["params.sampler.steps"] == "6"
-    assert parent["metrics.test_cdiv"] == pytest.approx(metrics["test_cdiv"])  # evaluate writes onto the parent
+    assert parent["metrics.fid"] == pytest.approx(metrics["fid"])  # evaluate writes onto the parent
     assert by_stage["evaluate"]["tags.ebm.upstream.train"] == by_stage["train"]["run_id"]
+    assert by_stage["evaluate"]["tags.ebm.upstream.classifier"] == by_stage["classifier"]["run_id"]
     assert by_stage["generate"]["tags.ebm.upstream.train"] == by_stage["train"]["run_id"]
     train_run = by_stage["train"]
     assert train_run["params.sampler.steps"] == "3" and train_run["params.learning_rate"] == "0.0001"
@@ -69,8 +102,30 @@ def test_every_stage_writes_its_outputs_and_logs_a_run(tmp_path, mlflow_store):
     artifacts = {a.path for a in client.list_artifacts(train_run["run_id"])}
     assert {"history.csv", "negatives.png", "checkpoint", "negatives"} <= artifacts
     assert [a.path for a in client.list_artifacts(parent["run_id"])] == ["params.yaml"]
-    assert by_stage["evaluate"]["metrics.test_cdiv"] == pytest.approx(metrics["test_cdiv"])
+    assert "report.html" in {a.path for a in client.list_artifacts(by_stage["evaluate"]["run_id"])}
     assert by_stage["generate"]["params.step_size"] == "10.0"
+
+
+def test_report_has_every_section_with_decodable_images(pipeline_run):
+    import base64
+    import io
+    import re
+
+    from ebm.report import SECTIONS
+
+    ep = pipeline_run[4]
+    page = ep.report.read_text()
+    for section in SECTIONS:
+        assert f">{section}</h2>" in page, section
+    images = re.findall(r'src="data:(image/\w+);base64,([^"]+)"', page)
+    assert len(images) >= 11 and "missing:" not in page
+    kinds = set()
+    for mime, data in images:
+        img = Image.open(io.BytesIO(base64.b64decode(data)))
+        img.load()
+        kinds.add(mime)
+    assert kinds == {"image/png", "image/gif"}
+    assert "auroc_mixture" in page and "fid_real_floor" in page
 
 
 def test_divergence_stops_with_a_clear_error_and_a_failed_run(tmp_path, mlflow_store):

@@ -1,0 +1,116 @@
+"""What a user wants to know about a trained EBM, as numbers and arrays (no files, no MLflow).
+
+* sample quality in the classifier's feature space: FID (with the real-vs-real floor), KID,
+  precision/recall; class coverage and confident share; memorisation (nearest training image);
+* out-of-distribution detection with the energy as score (AUROC per kind of outlier);
+* energies of real, noise and generated images; the real-vs-noise cdiv of the reference;
+* a long-run check: do samples stay digits when the chain runs several times longer?
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ebm import metrics as M
+from ebm.classifier import FeatureExtractor
+
+
+def ood_sets(test_x: np.ndarray, seed: int) -> dict[str, np.ndarray]:
+    """Outlier sets the size of the test split, all in [-1, 1]."""
+    rng = np.random.default_rng(seed)
+    n = len(test_x)
+    flat = test_x.reshape(n, -1)
+    shuffled = np.take_along_axis(flat, rng.permuted(np.tile(np.arange(flat.shape[1]), (n, 1)), axis=1), axis=1)
+    sets = {
+        "uniform noise": rng.uniform(-1, 1, test_x.shape).astype("float32"),
+        "gaussian noise": np.clip(rng.normal(0, 1, test_x.shape), -1, 1).astype("float32"),
+        "flipped digits": test_x[:, ::-1].copy(),
+        "inverted digits": -test_x,
+        "pixel-shuffled digits": shuffled.reshape(test_x.shape),
+    }
+    parts = [rng.choice(len(v), n // len(sets), replace=False) for v in sets.values()]
+    sets["mixture"] = np.concatenate([v[idx] for v, idx in zip(sets.values(), parts)])
+    return sets
+
+
+@dataclass
+class Evaluation:
+    metrics: dict[str, float]
+    energies: dict[str, np.ndarray]  # real / noise / generated
+    ood_energies: dict[str, np.ndarray]
+    ood_auroc: dict[str, float]
+    class_hist: np.ndarray
+    nn_generated: np.ndarray
+    nn_test: np.ndarray
+    longrun_samples: np.ndarray | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def energies_of(energy, x: np.ndarray, batch_size: int = 500) -> np.ndarray:
+    return np.concatenate([np.asarray(energy(x[i:i + batch_size])) for i in range(0, len(x), batch_size)])
+
+
+def evaluate(energy, classifier, train_x: np.ndarray, test_x: np.ndarray, samples: np.ndarray, seed: int = 0,
+             longrun=None, batch_size: int = 500) -> Evaluation:
+    """All metrics for ``samples`` drawn from ``energy`` (a function x -> E(x)).
+
+    ``longrun``: optional callable ``samples -> samples`` that runs the chains further; its
+    output is scored like the samples under ``longrun_*`` names.
+    """
+    rng = np.random.default_rng(seed)
+    extract = FeatureExtractor(classifier)
+    f_test, _ = extract(test_x)
+    f_gen, p_gen = extract(samples)
+    n = min(len(samples), len(test_x))  # compare sets of equal size, each a random subset
+    f_ref = f_test[rng.choice(len(test_x), n, replace=False)]
+    f_gen_n = f_gen[rng.choice(len(samples), n, replace=False)]
+    f_train, _ = extract(train_x[rng.choice(len(train_x), n, replace=False)])
+    kid, kid_std = M.kernel_inception_distance(f_gen, f_test, seed=seed)
+    precision, recall = M.precision_recall(f_ref, f_gen_n)
+
+    e = {"real test": energies_of(energy, test_x, batch_size)}
+    outliers = ood_sets(test_x, seed)
+    ood_e = {name: energies_of(energy, x, batch_size) for name, x in outliers.items()}
+    e["uniform noise"] = ood_e["uniform noise"]
+    e["generated"] = energies_of(energy, samples, batch_size)
+    aurocs = {name: M.auroc(e["real test"], v) for name, v in ood_e.items()}
+
+    nn_gen = M.nearest_distances(samples, train_x)
+    nn_test = M.nearest_distances(test_x, train_x)
+    values = {
+        "fid": M.frechet_distance(f_gen_n, f_ref),
+        "fid_real_floor": M.frechet_distance(f_train, f_ref),
+        "kid": kid,
+        "kid_std": kid_std,
+        "precision": precision,
+        "recall": recall,
+        "coverage": M.coverage(p_gen),
+        "confident_share": M.confident_share(p_gen),
+        "nn_dist_generated_median": float(np.median(nn_gen)),
+        "nn_dist_test_median": float(np.median(nn_test)),
+        "test_cdiv": float(e["real test"].mean() - e["uniform noise"].mean()),
+        "energy_real": float(e["real test"].mean()),
+        "energy_noise": float(e["uniform noise"].mean()),
+        "energy_generated": float(e["generated"].mean()),
+        **{f"auroc_{name.replace(' ', '_').replace('-', '_')}": v for name, v in aurocs.items()},
+    }
+    result = Evaluation(values, e, ood_e, aurocs, M.class_histogram(p_gen), nn_gen, nn_test)
+    if longrun is not None:
+        k = min(len(samples), 100)
+        more = np.asarray(longrun(samples[:k]))
+        f_long, p_long = extract(more)
+        f_base, p_base = f_gen[:k], p_gen[:k]
+        values.update({
+            "longrun_confident_share": M.confident_share(p_long),
+            "longrun_confident_share_before": M.confident_share(p_base),
+            "longrun_energy": float(energies_of(energy, more, batch_size).mean()),
+            "longrun_energy_before": float(e["generated"][:k].mean()),
+            "longrun_fid": M.frechet_distance(f_long, f_ref[:k]),
+            "longrun_fid_before": M.frechet_distance(f_base, f_ref[:k]),
+        })
+        values["longrun_stable"] = float(values["longrun_confident_share"] >= values["longrun_confident_share_before"] - 0.1
+                                         and values["longrun_fid"] <= 1.5 * values["longrun_fid_before"] + 1.0)
+        result.longrun_samples = more
+    return result

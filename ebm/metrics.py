@@ -1,0 +1,105 @@
+"""Sample-quality, coverage and OOD metrics. Pure NumPy/SciPy: arrays in, numbers out.
+
+Features are the penultimate-layer activations of the digit classifier (see
+:mod:`ebm.classifier`), so FID/KID/precision/recall here are MNIST-specific, not Inception's.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import stats
+
+
+def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """FID between two sets of feature vectors (rows): ||mu_a - mu_b||^2 + Tr(Sa + Sb - 2 (Sa Sb)^1/2).
+
+    Tr((Sa Sb)^1/2) is computed as the sum of square roots of the eigenvalues of the symmetric
+    matrix Sa^1/2 Sb Sa^1/2, which stays exact when the covariances are singular (dead ReLU
+    units, fewer samples than features), where ``scipy.linalg.sqrtm`` of Sa Sb is not."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    root_a = _psd_sqrt(cov_a)
+    eig = np.linalg.eigvalsh(root_a @ cov_b @ root_a)
+    trace_sqrt = np.sqrt(np.clip(eig, 0.0, None)).sum()
+    return float(max(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2.0 * trace_sqrt, 0.0))
+
+
+def _psd_sqrt(m: np.ndarray) -> np.ndarray:
+    w, v = np.linalg.eigh((m + m.T) / 2)
+    return (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T
+
+
+def kernel_inception_distance(a: np.ndarray, b: np.ndarray, subsets: int = 20, subset_size: int = 200,
+                              seed: int = 0) -> tuple[float, float]:
+    """KID: unbiased MMD^2 with the cubic polynomial kernel, mean and std over random subsets."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    rng = np.random.default_rng(seed)
+    m = min(subset_size, len(a), len(b))
+    d = a.shape[1]
+    values = []
+    for _ in range(subsets):
+        x = a[rng.choice(len(a), m, replace=False)]
+        y = b[rng.choice(len(b), m, replace=False)]
+        kxx = (x @ x.T / d + 1) ** 3
+        kyy = (y @ y.T / d + 1) ** 3
+        kxy = (x @ y.T / d + 1) ** 3
+        mmd = ((kxx.sum() - np.trace(kxx)) + (kyy.sum() - np.trace(kyy))) / (m * (m - 1)) - 2 * kxy.mean()
+        values.append(mmd)
+    return float(np.mean(values)), float(np.std(values))
+
+
+def class_histogram(probs: np.ndarray, classes: int = 10) -> np.ndarray:
+    """Share of samples assigned to each class (argmax of the classifier's probabilities)."""
+    return np.bincount(np.argmax(probs, axis=1), minlength=classes) / len(probs)
+
+
+def coverage(probs: np.ndarray, classes: int = 10) -> float:
+    """Normalised entropy of the class histogram: 1.0 = all classes equally, 0.0 = one class."""
+    h = class_histogram(probs, classes)
+    h = h[h > 0]
+    return float(-(h * np.log(h)).sum() / np.log(classes))
+
+
+def confident_share(probs: np.ndarray, threshold: float = 0.9) -> float:
+    """Share of samples whose most likely class has probability >= ``threshold``."""
+    return float(np.mean(np.max(probs, axis=1) >= threshold))
+
+
+def nearest_distances(queries: np.ndarray, reference: np.ndarray, batch: int = 512) -> np.ndarray:
+    """Euclidean distance from each query to its nearest reference (rows flattened)."""
+    q = np.asarray(queries, np.float32).reshape(len(queries), -1)
+    r = np.asarray(reference, np.float32).reshape(len(reference), -1)
+    r_sq = (r * r).sum(1)
+    out = np.empty(len(q), np.float32)
+    for i in range(0, len(q), batch):
+        block = q[i:i + batch]
+        d2 = (block * block).sum(1)[:, None] - 2 * block @ r.T + r_sq[None, :]
+        out[i:i + batch] = np.sqrt(np.maximum(d2.min(1), 0.0))
+    return out
+
+
+def _kth_neighbour_radius(x: np.ndarray, k: int) -> np.ndarray:
+    d2 = (x * x).sum(1)[:, None] - 2 * x @ x.T + (x * x).sum(1)[None, :]
+    return np.sqrt(np.maximum(np.sort(d2, axis=1)[:, k], 0.0))  # column 0 is the point itself
+
+
+def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = 3) -> tuple[float, float]:
+    """Improved precision and recall (Kynkaanniemi et al. 2019): the share of fake samples
+    inside the real k-NN manifold, and of real samples inside the fake one."""
+    real, fake = np.asarray(real, np.float64), np.asarray(fake, np.float64)
+
+    def inside(points, support):
+        radii = _kth_neighbour_radius(support, k)
+        d2 = (points * points).sum(1)[:, None] - 2 * points @ support.T + (support * support).sum(1)[None, :]
+        return np.mean(np.any(np.sqrt(np.maximum(d2, 0.0)) <= radii[None, :], axis=1))
+
+    return float(inside(fake, real)), float(inside(real, fake))
+
+
+def auroc(inlier_energy: np.ndarray, outlier_energy: np.ndarray) -> float:
+    """AUROC of detecting outliers by high energy: P(E_out > E_in) + P(tie) / 2 (Mann-Whitney)."""
+    inl, out = np.asarray(inlier_energy, np.float64), np.asarray(outlier_energy, np.float64)
+    ranks = stats.rankdata(np.concatenate([inl, out]))  # ties get their average rank
+    rank_sum = ranks[len(inl):].sum()
+    return float((rank_sum - len(out) * (len(out) + 1) / 2) / (len(inl) * len(out)))

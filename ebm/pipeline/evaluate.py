@@ -1,0 +1,112 @@
+"""Stage evaluate: sample quality, coverage, OOD detection, long-run check, one HTML report."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+
+import numpy as np
+
+from ebm import data as data_lib
+from ebm.config import Params
+from ebm.pipeline.generate import generation_sampler, load_samples
+from ebm.pipeline.paths import EvaluatePaths
+
+
+def evaluate(params: Params, paths: EvaluatePaths, network=None, track: bool = True, title: str | None = None) -> dict:
+    """Score the samples of ``paths.samples``; ``network`` overrides the model file."""
+    import dataclasses
+
+    import pandas as pd
+
+    from ebm import evaluation
+    from ebm.network import energy_fn, load_energy_network
+    from ebm.runtime import configure_threads
+    from ebm.tracking import maybe_stage_run
+
+    e = params.evaluate
+    configure_threads(params.train)
+    section = {**asdict(e), **{f"sampler.{k}": v for k, v in asdict(params.sampler).items()}}
+    with maybe_stage_run(track, "evaluate", params, section, paths.record,
+                         upstream=("prepare", "train", "classifier", "generate")) as run:
+        energy = energy_fn(network or load_energy_network(paths.model))
+        classifier = load_classifier(paths.classifier)
+        train = data_lib.load_split(paths.data / "train.npz")
+        test = data_lib.load_split(paths.data / "test.npz")
+        samples = load_samples(paths.samples)
+        longrun = None
+        if e.longrun_factor > 1:
+            more = dataclasses.replace(params.sampler, steps=params.sampler.steps * (e.longrun_factor - 1))
+            sampler = generation_sampler(dataclasses.replace(params, sampler=more), n=min(len(samples), e.longrun_n))
+            longrun = lambda x: sampler.chain(energy, x)[0].numpy()  # noqa: E731
+        result = evaluation.evaluate(energy, classifier, train.x, test.x, samples, seed=e.seed, longrun=longrun,
+                                     batch_size=e.batch_size)
+        metrics = result.metrics
+        paths.metrics.parent.mkdir(parents=True, exist_ok=True)
+        paths.metrics.write_text(json.dumps(metrics, indent=2) + "\n")
+        ood = pd.DataFrame({"outliers": list(result.ood_auroc), "auroc": list(result.ood_auroc.values()),
+                            "mean_energy": [float(v.mean()) for v in result.ood_energies.values()]})
+        paths.ood.parent.mkdir(parents=True, exist_ok=True)
+        ood.to_csv(paths.ood, index=False)
+        figures = draw_figures(result, pd.read_csv(paths.history), paths)
+        write_report(params, paths, metrics, ood, figures, title or "EBM experiment report", run)
+        run.metrics(metrics, on_parent=True)
+        for path in (paths.metrics, paths.ood, paths.report, *figures.values()):
+            run.artifact(path)
+    print("evaluate: " + ", ".join(f"{k}={metrics[k]:.4g}" for k in
+                                   ("fid", "fid_real_floor", "kid", "coverage", "confident_share", "auroc_mixture")))
+    return metrics
+
+
+def load_classifier(path):
+    from ebm.network import load_model_file
+
+    return load_model_file(path, "run the classifier stage (dvc repro classifier)")
+
+
+def draw_figures(result, history, paths: EvaluatePaths) -> dict:
+    from ebm.plots import (save_bars, save_distance_histogram, save_energy_histogram, save_grid,
+                           save_loss_curves)
+
+    out = paths.figures
+    figures = {
+        "energies": save_energy_histogram(result.energies, out / "energy_hist.png"),
+        "ood": save_energy_histogram({"real test": result.energies["real test"], **result.ood_energies},
+                                     out / "ood_energy_hist.png"),
+        "loss_curves": save_loss_curves(history, out / "loss_curves.png"),
+        "classes": save_bars({str(d): float(v) for d, v in enumerate(result.class_hist)}, out / "class_histogram.png",
+                             "class histogram of generated samples", "share"),
+        "memorisation": save_distance_histogram({"generated": result.nn_generated, "real test": result.nn_test},
+                                                out / "nearest_train.png"),
+    }
+    if result.longrun_samples is not None:
+        figures["longrun"] = save_grid(result.longrun_samples[:100], out / "longrun_samples.png", ncols=10)
+    return figures
+
+
+def write_report(params: Params, paths: EvaluatePaths, metrics: dict, ood, figures: dict, title: str, run) -> None:
+    from ebm import report
+
+    gen = paths.generate_reports
+    clf = json.loads(paths.classifier_metrics.read_text()) if paths.classifier_metrics.is_file() else {}
+    rows = [(k, v) for k, v in metrics.items()] + [(f"classifier_{k}", v) for k, v in clf.items()]
+    img = lambda p: report.embed(p) if p.is_file() else f"<p>missing: {p}</p>"  # noqa: E731
+    longrun = (f"<p>Chains continued to {params.evaluate.longrun_factor}x {params.sampler.steps} steps for "
+               f"{params.evaluate.longrun_n} samples: confident share {metrics.get('longrun_confident_share_before', 0):.3f}"
+               f" -> {metrics.get('longrun_confident_share', 0):.3f}, FID {metrics.get('longrun_fid_before', 0):.3g}"
+               f" -> {metrics.get('longrun_fid', 0):.3g}; stable = {bool(metrics.get('longrun_stable', 0))}.</p>")
+    sections = {
+        "Metrics": [report.table(rows, ("metric", "value"))],
+        "Samples": [img(gen / "samples.png"), "<p>Newest replay-buffer negatives at the end of training:</p>",
+                    img(paths.negatives)],
+        "Langevin chains": [img(gen / "chains.png"), img(gen / "chains.gif")],
+        "Training": [img(figures["loss_curves"])],
+        "Energies": [img(figures["energies"])],
+        "Out-of-distribution detection": [report.table(ood.itertuples(index=False), ood.columns), img(figures["ood"])],
+        "Chain health": [img(gen / "chain_health.png")],
+        "Coverage and memorisation": [img(figures["classes"]), img(figures["memorisation"])],
+        "Long-run check": [longrun] + ([img(figures["longrun"])] if "longrun" in figures else []),
+    }
+    meta = {"params hash": params.digest(), "run": run.run_id or "not tracked",
+            "sampler": f"{params.sampler.steps} steps x {params.sampler.step_size}"}
+    report.write(paths.report, title, meta, sections)
