@@ -72,6 +72,71 @@ def sample(
     typer.echo(f"{n} samples x {p.sampler.steps} steps -> {out}")
 
 
+@app.command()
+def evaluate(
+    model_uri: str = typer.Option(None, help="an MLflow model URI: runs:/<run_id>/model or models:/<model_id>"),
+    model: Path = typer.Option(None, help="or a .keras energy network file"),
+    out: Path = typer.Option(Path("eval"), help="folder for samples, figures, metrics.json and report.html"),
+    params_path: Path = typer.Option(Path("params.yaml"), "--params", help="sampler, generate and evaluate sections"),
+    data: Path = typer.Option(Path("data/prepared"), help="prepared splits (the prepare stage's output)"),
+    classifier: Path = typer.Option(Path("models/classifier.keras"), help="the classifier stage's model"),
+    n: int = typer.Option(None, min=2, help="samples to draw (default: generate.n)"),
+) -> None:
+    """Generate from any energy network (a logged MLflow model or a file) and evaluate it: the same
+    metrics and HTML report as the pipeline, written to --out. Logs nothing to MLflow."""
+    quiet_tensorflow()
+    import dataclasses
+
+    from ebm.config import ConfigError, Params, load_params
+    from ebm.data import DataError
+    from ebm.network import ModelFileError, load_energy_network
+    from ebm.pipeline import EvaluatePaths, GeneratePaths, evaluate as run_evaluate, generate as run_generate
+
+    if bool(model_uri) == bool(model):
+        _fail("give exactly one of --model-uri and --model")
+    try:
+        p = load_params(params_path) if params_path.is_file() else Params()
+        if n:
+            p = dataclasses.replace(p, generate=dataclasses.replace(p.generate, n=n))
+        network = load_network_uri(model_uri) if model_uri else load_energy_network(model)
+        g = GeneratePaths(samples=out / "samples.npz", grid=out / "samples.png", chains=out / "chains.png",
+                          gif=out / "chains.gif", health=out / "chain_health.csv",
+                          health_plot=out / "chain_health.png", record=out / "runs" / "generate.json")
+        run_generate(p, g, network=network, track=False)
+        e = EvaluatePaths(data=data, classifier=classifier, samples=g.samples, generate_reports=out,
+                          negatives=out / "negatives.png", history=out / "history.csv",
+                          metrics=out / "metrics.json", figures=out / "figures", ood=out / "ood.csv",
+                          report=out / "report.html", record=out / "runs" / "evaluate.json")
+        _history_of(model_uri, e.history)
+        run_evaluate(p, e, network=network, track=False, title=f"Evaluation of {model_uri or model}")
+    except (ConfigError, DataError, ModelFileError) as err:
+        _fail(str(err))
+    typer.echo(f"report -> {out / 'report.html'}")
+
+
+def _history_of(model_uri: str | None, path: Path) -> None:
+    """The training history of the run that logged ``model_uri`` (for the loss curves), if any."""
+    import pandas as pd
+
+    rows = []
+    if model_uri and model_uri.startswith("runs:/"):
+        import mlflow
+
+        from ebm.tracking import Tracker
+
+        client = mlflow.MlflowClient(Tracker().uri)
+        run_id = model_uri.split("/")[1]
+        run = client.get_run(run_id)
+        for key in run.data.metrics:
+            for m in client.get_metric_history(run_id, key):
+                rows.append({"epoch": m.step, "metric": key, "value": m.value})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table = pd.DataFrame(rows, columns=["epoch", "metric", "value"])
+    if not table.empty:
+        table = table[table["epoch"] > 0].pivot_table(index="epoch", columns="metric", values="value").reset_index()
+    table.to_csv(path, index=False)
+
+
 def load_network_uri(uri: str):
     """An energy network from an MLflow model URI (``runs:/<run_id>/model``, ``models:/<id>``)."""
     import mlflow

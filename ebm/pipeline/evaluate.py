@@ -90,7 +90,7 @@ def write_report(params: Params, paths: EvaluatePaths, metrics: dict, ood, figur
     gen = paths.generate_reports
     clf = json.loads(paths.classifier_metrics.read_text()) if paths.classifier_metrics.is_file() else {}
     rows = [(k, v) for k, v in metrics.items()] + [(f"classifier_{k}", v) for k, v in clf.items()]
-    img = lambda p: report.embed(p) if p.is_file() else f"<p>missing: {p}</p>"  # noqa: E731
+    img = lambda p: report.embed(p) if p.is_file() else f"<p class='meta'>(not available: {p.name})</p>"  # noqa: E731
     longrun = (f"<p>Chains continued to {params.evaluate.longrun_factor}x {params.sampler.steps} steps for "
                f"{params.evaluate.longrun_n} samples: confident share {metrics.get('longrun_confident_share_before', 0):.3f}"
                f" -> {metrics.get('longrun_confident_share', 0):.3f}, FID {metrics.get('longrun_fid_before', 0):.3g}"
