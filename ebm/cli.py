@@ -203,7 +203,7 @@ def runs(
 def compare(
     experiment: str = typer.Option(None, help="MLflow experiment (default: this commit's, see tracking.experiment)"),
     all_experiments: bool = typer.Option(False, "--all", help="compare across every experiment"),
-    sort: str = typer.Option("test_cdiv", help="column to sort by (a metric or a param)"),
+    sort: str = typer.Option("fid", help="column to sort by (a metric or a param; lower FID is better)"),
     descending: bool = typer.Option(False, help="sort high to low"),
     fmt: str = typer.Option("table", "--format", help="table, csv or markdown"),
     out: Path = typer.Option(None, help="write to this file instead of the terminal"),

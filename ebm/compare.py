@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-KEY_METRICS = ("test_cdiv", "energy_real", "energy_noise", "energy_generated", "generated_below_noise")
+KEY_METRICS = ("fid", "fid_real_floor", "kid", "coverage", "confident_share", "precision", "recall", "auroc_mixture",
+               "test_cdiv")
 
 
 def experiments_table(runs: pd.DataFrame, sort_by: str | None = None, ascending: bool = True) -> pd.DataFrame:

@@ -63,14 +63,16 @@ def all_runs(repo) -> pd.DataFrame:
 
 def test_repro_runs_every_stage_and_logs_each(baseline):
     repo, env, log = baseline
-    for stage in ("prepare", "train", "generate", "evaluate"):
+    for stage in ("prepare", "train", "classifier", "generate", "evaluate"):
         assert f"Running stage '{stage}'" in log
-    assert (repo / "models/energy.keras").is_file() and (repo / "reports/metrics.json").is_file()
-    assert "test_cdiv" in sh("dvc", "metrics", "show", "--json", cwd=repo, env=env)
+    assert (repo / "models/energy.keras").is_file() and (repo / "reports/report.html").is_file()
+    metrics = sh("dvc", "metrics", "show", "--json", cwd=repo, env=env)
+    for key in ("fid", "kid", "coverage", "confident_share", "auroc_mixture", "test_accuracy"):
+        assert f'"{key}"' in metrics, key
     assert not sh("git", "status", "--porcelain", cwd=repo, env=env).strip()  # outputs are not git files
     runs = all_runs(repo)
     stages = runs[runs["tags.ebm.role"] == "stage"]
-    assert sorted(stages["tags.ebm.stage"]) == ["evaluate", "generate", "prepare", "train"]
+    assert sorted(stages["tags.ebm.stage"]) == ["classifier", "evaluate", "generate", "prepare", "train"]
     assert (runs["status"] == "FINISHED").all()
     first_commit = sh("git", "rev-parse", "HEAD~1", cwd=repo, env=env).strip()
     experiment = mlflow.MlflowClient(f"sqlite:///{repo / 'mlflow.db'}").get_experiment(stages.iloc[0]["experiment_id"])
@@ -91,7 +93,8 @@ def test_sampler_change_reruns_only_generate_and_evaluate(baseline):
     gen = mine[mine["tags.ebm.stage"] == "generate"].iloc[0]
     assert gen["tags.ebm.upstream.train"] == train_run["run_id"]  # traced to the cached training run
     assert len(gen["tags.git.commit"]) == 40
-    assert "test_cdiv" in sh("dvc", "exp", "show", "--csv", cwd=repo, env=env)
+    shown = sh("dvc", "exp", "show", "--csv", cwd=repo, env=env)
+    assert "fid" in shown and "auroc_mixture" in shown and "coverage" in shown
     sh("git", "checkout", "--", ".", cwd=repo, env=env)  # back to the baseline params
 
 
@@ -117,4 +120,4 @@ def test_queued_sweep_with_two_workers_loses_no_run(baseline):
     out = subprocess.run([str(Path(sys.executable).parent / "ebm"), "compare", "--all", "--format", "csv"],
                          cwd=repo, env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.splitlines()[0].startswith("experiment,sampler.step_size,test_cdiv")
+    assert out.stdout.splitlines()[0].startswith("experiment,sampler.step_size,fid")
