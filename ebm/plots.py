@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Mapping
 
@@ -11,6 +12,20 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+
+
+@contextlib.contextmanager
+def _figure(path: str | Path, nrows: int = 1, ncols: int = 1, figsize=(6, 3.5)):
+    """Yield (fig, axes) and write the figure to ``path`` as PNG on exit."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, axes = plt.subplots(nrows, ncols, figsize=figsize, squeeze=False)
+    try:
+        yield fig, axes
+        fig.tight_layout()
+        fig.savefig(path, dpi=100)
+    finally:
+        plt.close(fig)
 
 
 def to_uint8(images: np.ndarray) -> np.ndarray:
@@ -47,67 +62,54 @@ def save_grid(images: np.ndarray, path: str | Path, ncols: int | None = None, sc
 
 def save_chain_figure(snapshots: Mapping[int, np.ndarray], path: str | Path, chains: int = 8) -> Path:
     """Rows are chains, columns are Langevin steps (titled with the step number)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     steps = sorted(snapshots)
     chains = min(chains, len(snapshots[steps[0]]))
-    fig, axes = plt.subplots(chains, len(steps), figsize=(1.1 * len(steps), 1.1 * chains + 0.4), squeeze=False)
-    for col, step in enumerate(steps):
-        imgs = to_uint8(snapshots[step][:chains])
-        for row in range(chains):
-            ax = axes[row, col]
-            ax.imshow(imgs[row], cmap="gray", vmin=0, vmax=255)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if row == 0:
-                ax.set_title(str(step), fontsize=8)
-    fig.suptitle("Langevin chains from uniform noise (column = step)", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    with _figure(path, chains, len(steps), (1.1 * len(steps), 1.1 * chains + 0.4)) as (fig, axes):
+        for col, step in enumerate(steps):
+            imgs = to_uint8(snapshots[step][:chains])
+            for row in range(chains):
+                ax = axes[row, col]
+                ax.imshow(imgs[row], cmap="gray", vmin=0, vmax=255)
+                ax.set_xticks([])
+                ax.set_yticks([])
+                if row == 0:
+                    ax.set_title(str(step), fontsize=8)
+        fig.suptitle("Langevin chains from uniform noise (column = step)", fontsize=9)
+    return Path(path)
 
 
 def save_energy_histogram(energies: Mapping[str, np.ndarray], path: str | Path, bins: int = 60) -> Path:
     """Overlaid histograms of E(x) for named sets of images."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     values = np.concatenate([np.asarray(v).ravel() for v in energies.values()])
     edges = np.histogram_bin_edges(values[np.isfinite(values)], bins=bins)
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    for name, e in energies.items():
-        ax.hist(np.asarray(e).ravel(), bins=edges, alpha=0.55, label=f"{name} (mean {np.mean(e):.3g})")
-    ax.set_xlabel("energy E(x)  (lower = more data-like)")
-    ax.set_ylabel("count")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    with _figure(path) as (_, axes):
+        ax = axes[0, 0]
+        for name, e in energies.items():
+            ax.hist(np.asarray(e).ravel(), bins=edges, alpha=0.55, label=f"{name} (mean {np.mean(e):.3g})")
+        ax.set_xlabel("energy E(x)  (lower = more data-like)")
+        ax.set_ylabel("count")
+        ax.legend(fontsize=8)
+    return Path(path)
 
 
 def save_loss_curves(history: pd.DataFrame, path: str | Path) -> Path:
     """Per-epoch training metrics: losses on the left, mean energies on the right."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.5))
     epoch = history["epoch"] if "epoch" in history else np.arange(1, len(history) + 1)
-    for col in ("loss", "cdiv", "reg", "val_cdiv"):
-        if col in history:
-            left.plot(epoch, history[col], marker=".", label=col)
-    for col in ("real", "fake", "val_real", "val_fake"):
-        if col in history:
-            right.plot(epoch, history[col], marker=".", label=col)
-    left.set_title("losses")
-    right.set_title("mean energy (val_fake = uniform noise)")
-    for ax in (left, right):
-        ax.set_xlabel("epoch")
-        ax.legend(fontsize=8)
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    with _figure(path, 1, 2, (10, 3.5)) as (_, axes):
+        left, right = axes[0]
+        for col in ("loss", "cdiv", "reg", "val_cdiv"):
+            if col in history:
+                left.plot(epoch, history[col], marker=".", label=col)
+        for col in ("real", "fake", "val_real", "val_fake"):
+            if col in history:
+                right.plot(epoch, history[col], marker=".", label=col)
+        left.set_title("losses")
+        right.set_title("mean energy (val_fake = uniform noise)")
+        for ax in (left, right):
+            ax.set_xlabel("epoch")
+            ax.legend(fontsize=8)
+            ax.grid(alpha=0.3)
+    return Path(path)
 
 
 def save_gif(frames: Mapping[int, np.ndarray], path: str | Path, scale: int = 3, ms_per_frame: int = 80) -> Path:
@@ -127,52 +129,37 @@ def save_gif(frames: Mapping[int, np.ndarray], path: str | Path, scale: int = 3,
 
 def save_chain_health(table: Mapping[str, np.ndarray], path: str | Path) -> Path:
     """Energy and input-gradient norm (mean +- std over chains) at each Langevin step."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
     step = np.asarray(table["step"])
-    for ax, key, label in ((axes[0], "energy", "energy E(x)"), (axes[1], "grad_norm", "|dE/dx| (before clipping)")):
-        mean, std = np.asarray(table[f"{key}_mean"]), np.asarray(table[f"{key}_std"])
-        ax.plot(step, mean, lw=1.2)
-        ax.fill_between(step, mean - std, mean + std, alpha=0.3)
-        ax.set_xscale("log")
-        ax.set_xlabel("Langevin step")
-        ax.set_title(label + ", mean +- std over chains", fontsize=9)
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    with _figure(path, 1, 2, (10, 3.5)) as (_, axes):
+        for ax, key, label in ((axes[0, 0], "energy", "energy E(x)"),
+                               (axes[0, 1], "grad_norm", "|dE/dx| (before clipping)")):
+            mean, std = np.asarray(table[f"{key}_mean"]), np.asarray(table[f"{key}_std"])
+            ax.plot(step, mean, lw=1.2)
+            ax.fill_between(step, mean - std, mean + std, alpha=0.3)
+            ax.set_xscale("log")
+            ax.set_xlabel("Langevin step")
+            ax.set_title(label + ", mean +- std over chains", fontsize=9)
+            ax.grid(alpha=0.3)
+    return Path(path)
 
 
-def save_bars(values: Mapping[str, float], path: str | Path, title: str, ylabel: str, ylim=None) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig, ax = plt.subplots(figsize=(6, 3.2))
-    ax.bar([str(k) for k in values], list(values.values()), color="#4c72b0")
-    ax.set_title(title, fontsize=10)
-    ax.set_ylabel(ylabel)
-    if ylim:
-        ax.set_ylim(*ylim)
-    ax.tick_params(axis="x", labelsize=8, rotation=20)
-    ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+def save_bars(values: Mapping[str, float], path: str | Path, title: str, ylabel: str) -> Path:
+    with _figure(path, figsize=(6, 3.2)) as (_, axes):
+        ax = axes[0, 0]
+        ax.bar([str(k) for k in values], list(values.values()), color="#4c72b0")
+        ax.set_title(title, fontsize=10)
+        ax.set_ylabel(ylabel)
+        ax.grid(axis="y", alpha=0.3)
+    return Path(path)
 
 
 def save_distance_histogram(distances: Mapping[str, np.ndarray], path: str | Path) -> Path:
     """Distance to the nearest training image: generated samples against real test digits."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig, ax = plt.subplots(figsize=(6, 3.2))
-    for name, d in distances.items():
-        ax.hist(d, bins=40, alpha=0.55, density=True, label=f"{name} (median {np.median(d):.2f})")
-    ax.set_xlabel("L2 distance to the nearest training image (pixels in [-1, 1])")
-    ax.set_ylabel("density")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    with _figure(path, figsize=(6, 3.2)) as (_, axes):
+        ax = axes[0, 0]
+        for name, d in distances.items():
+            ax.hist(d, bins=40, alpha=0.55, density=True, label=f"{name} (median {np.median(d):.2f})")
+        ax.set_xlabel("L2 distance to the nearest training image (pixels in [-1, 1])")
+        ax.set_ylabel("density")
+        ax.legend(fontsize=8)
+    return Path(path)
