@@ -42,7 +42,7 @@ class FeatureExtractor:
     """Penultimate-layer features and class probabilities of a trained classifier."""
 
     def __init__(self, classifier: keras.Model):
-        self.model = keras.Model(classifier.inputs, [classifier.get_layer(FEATURES).output, classifier.output])
+        self.model = keras.Model(classifier.input, [classifier.get_layer(FEATURES).output, classifier.output])
 
     def __call__(self, images: np.ndarray, batch_size: int = 500) -> tuple[np.ndarray, np.ndarray]:
         feats, probs = [], []

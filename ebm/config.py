@@ -75,7 +75,10 @@ class SamplerConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = 10
+    """Defaults are the reference setup (Du & Mordatch 2019 / the book chapter); the quick
+    configuration the pipeline runs by default lives in params.yaml."""
+
+    epochs: int = 60
     batch_size: int = 128
     learning_rate: float = 1e-4
     beta_1: float = 0.0
