@@ -1,8 +1,9 @@
-"""Keras callbacks the train stage attaches: history CSV, checkpoints, divergence guard."""
+"""Keras callbacks the train stage attaches: history CSV, checkpoints, divergence guard, MLflow."""
 
 from __future__ import annotations
 
 import math
+import tempfile
 from pathlib import Path
 
 import keras
@@ -74,3 +75,23 @@ class EnergyCheckpoint(keras.callbacks.Callback):
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.model.energy_net.save(self.path)
             self.saved_epoch = epoch + 1
+
+
+class MlflowEpochLogger(keras.callbacks.Callback):
+    """Logs every epoch's metrics (step = epoch number, from 1) and, optionally, an image grid
+    drawn by ``images_fn()`` (e.g. the newest replay-buffer negatives) under ``negatives/``."""
+
+    def __init__(self, run, images_fn=None, image_every: int = 1):
+        super().__init__()
+        self.run = run
+        self.images_fn = images_fn
+        self.image_every = image_every
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.run.metrics(logs or {}, step=epoch + 1)
+        if self.images_fn is not None and (epoch + 1) % self.image_every == 0:
+            from ebm.plots import save_grid
+
+            with tempfile.TemporaryDirectory() as tmp:
+                self.run.artifact(save_grid(self.images_fn(), Path(tmp) / f"negatives_epoch{epoch + 1:03d}.png"),
+                                  "negatives")

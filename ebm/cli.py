@@ -15,6 +15,11 @@ app = typer.Typer(help="Energy-based models on handwritten digits. Run the pipel
                   no_args_is_help=True, add_completion=False)
 
 
+@app.callback()
+def _setup() -> None:
+    quiet_tensorflow()
+
+
 def _fail(message: str) -> None:
     typer.secho(f"error: {message}", fg="red", err=True)
     raise typer.Exit(1)

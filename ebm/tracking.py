@@ -33,7 +33,6 @@ import time
 from pathlib import Path
 from typing import Iterator, Mapping
 
-import keras
 import numpy as np
 import yaml
 
@@ -238,8 +237,9 @@ class StageRun:
         with self.tracker.locked():
             self.tracker.client.log_artifact(self.run_id, str(path), artifact_path=folder)
 
-    def keras_model(self, model: keras.Model, name: str = "model") -> None:
+    def keras_model(self, model, name: str = "model") -> None:
         """Log an MLflow Keras model (loadable with ``mlflow.keras.load_model``)."""
+        import keras
         import mlflow
 
         pins = [f"{pkg}=={ver}" for pkg, ver in (("keras", keras.__version__), ("tensorflow", _tf_version()))]
@@ -298,26 +298,6 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
-
-
-class MlflowEpochLogger(keras.callbacks.Callback):
-    """Logs every epoch's metrics (step = epoch number, from 1) and, optionally, an image grid
-    drawn by ``images_fn()`` (e.g. the newest replay-buffer negatives) under ``negatives/``."""
-
-    def __init__(self, run: StageRun, images_fn=None, image_every: int = 1):
-        super().__init__()
-        self.run = run
-        self.images_fn = images_fn
-        self.image_every = image_every
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.run.metrics(logs or {}, step=epoch + 1)
-        if self.images_fn is not None and (epoch + 1) % self.image_every == 0:
-            from ebm.plots import save_grid
-
-            with tempfile.TemporaryDirectory() as tmp:
-                self.run.artifact(save_grid(self.images_fn(), Path(tmp) / f"negatives_epoch{epoch + 1:03d}.png"),
-                                  "negatives")
 
 
 class NullRun:

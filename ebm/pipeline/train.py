@@ -42,10 +42,10 @@ def build_model(params: Params, energy_net=None):
 def train(params: Params, paths: TrainPaths, verbose: int | None = None) -> dict:
     import tensorflow as tf
 
-    from ebm.callbacks import DivergenceGuard, EnergyCheckpoint, HistoryCSV
+    from ebm.callbacks import DivergenceGuard, EnergyCheckpoint, HistoryCSV, MlflowEpochLogger
     from ebm.plots import save_grid
     from ebm.runtime import configure_threads
-    from ebm.tracking import MlflowEpochLogger, stage_run
+    from ebm.tracking import stage_run
 
     t = params.train
     threads = configure_threads(t)
