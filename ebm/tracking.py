@@ -113,9 +113,7 @@ class Tracker:
         if found is not None:
             return found.experiment_id
         location = (self.root / ARTIFACT_DIR / name).as_uri() if _local_sqlite(self.uri) else None
-        # MLflow 3's UI opens an experiment on its runs (not the GenAI overview) with this kind
-        return self.client.create_experiment(name, artifact_location=location,
-                                             tags={"mlflow.experimentKind": "custom_model_development"})
+        return self.client.create_experiment(name, artifact_location=location)
 
     def pipeline_key(self, params: Params) -> str:
         """The DVC experiment name; for a plain ``dvc repro``, commit + params hash."""
