@@ -1,11 +1,14 @@
 """Speed and memory of CD training and Langevin generation, side by side in one run.
 
-    python bench/bench.py            # full table (about 4 minutes on 2 CPU cores)
-    python bench/bench.py --steps 4  # fewer timed steps
+    python bench/bench.py              # full table (about 4 minutes on 2 CPU cores)
+    python bench/bench.py --rounds 3   # fewer timed rounds
 
 Each variant runs in its own process (thread settings must be fixed before TensorFlow starts),
-times ``--steps`` training steps after ``--warmup`` steps (batch 128, 60 Langevin steps of size
-10, noise 0.005) and reports the median. The last line is one JSON object with every figure.
+builds its model, runs ``--warmup`` untimed training steps (batch 128, 60 Langevin steps of size
+10, noise 0.005) and waits. The driver then times the variants *interleaved*: each round runs
+one step of every variant in turn (``--reference-every`` rounds for the slow eager reference),
+so a shared or throttled host slows all of them alike and the ratios stay fair. Medians are
+reported. The last line is one JSON object with every figure.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -32,21 +36,9 @@ VARIANTS = {
 }
 
 
-def _batch_times(model, data, n_batches: int) -> list[float]:
-    import keras
-
-    stamps: list[float] = []
-
-    class Stamp(keras.callbacks.Callback):
-        def on_train_batch_end(self, batch, logs=None):
-            stamps.append(time.perf_counter())
-
-    start = time.perf_counter()
-    model.fit(data, epochs=1, steps_per_epoch=n_batches, verbose=0, shuffle=False, callbacks=[Stamp()])
-    return [b - a for a, b in zip([start] + stamps[:-1], stamps)]
-
-
-def worker(variant: str, steps: int, warmup: int) -> dict:
+def worker(variant: str, warmup: int) -> None:
+    """Build the variant, warm up, then serve the driver: ``step`` runs one timed training step
+    and answers its seconds; ``finish`` answers the closing figures (generation for ``ebm``)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     from ebm.config import ModelConfig, Params, SamplerConfig, TrainConfig
     from ebm.runtime import configure_threads
@@ -60,7 +52,7 @@ def worker(variant: str, steps: int, warmup: int) -> dict:
     import numpy as np
     import tensorflow as tf
 
-    images = np.random.default_rng(0).uniform(-1, 1, (BATCH * (steps + warmup), 32, 32, 1)).astype("float32")
+    images = np.random.default_rng(0).uniform(-1, 1, (BATCH * 8, 32, 32, 1)).astype("float32")
     data = tf.data.Dataset.from_tensor_slices(images).batch(BATCH, drop_remainder=True).repeat()
     if variant == "reference":
         sys.path.insert(0, str(HERE))
@@ -71,12 +63,54 @@ def worker(variant: str, steps: int, warmup: int) -> dict:
         from ebm.pipeline import build_model
 
         model = build_model(params)
-    times = _batch_times(model, data, steps + warmup)[warmup:]
-    out = {"variant": variant, "step_s": statistics.median(times), "step_times": times, **threads}
-    if variant == "ebm":
-        out.update(generation(params))
-    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return out
+    model.fit(data, epochs=1, steps_per_epoch=warmup, verbose=0)  # builds, traces, fills caches
+    batches = iter(data)
+    print(json.dumps({"ready": variant, **threads}), flush=True)
+    for command in sys.stdin:
+        if command.strip() == "step":
+            start = time.perf_counter()
+            logs = model.train_function(batches)
+            float(logs["loss"])  # wait for the step to finish
+            print(json.dumps({"step_s": time.perf_counter() - start}), flush=True)
+        elif command.strip() == "finish":
+            out = generation(params) if variant == "ebm" else {}
+            out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            print(json.dumps(out), flush=True)
+            return
+
+
+class Worker:
+    """One variant's process, driven line by line over its stdin/stdout."""
+
+    def __init__(self, variant: str, warmup: int):
+        self.variant = variant
+        self.log = tempfile.TemporaryFile("w+")  # TF's start-up chatter; shown if the worker dies
+        self.proc = subprocess.Popen([sys.executable, __file__, "--worker", variant, "--warmup", str(warmup)],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log,
+                                     text=True, bufsize=1)
+        self.info = self._read()
+        self.times: list[float] = []
+
+    def _read(self) -> dict:
+        line = self.proc.stdout.readline()
+        while line and not line.startswith("{"):
+            line = self.proc.stdout.readline()
+        if not line:
+            self.log.seek(0)
+            sys.exit(f"variant {self.variant} failed:\n{self.log.read()[-3000:]}")
+        return json.loads(line)
+
+    def ask(self, command: str) -> dict:
+        self.proc.stdin.write(command + "\n")
+        return self._read()
+
+    def step(self) -> None:
+        self.times.append(self.ask("step")["step_s"])
+
+    def finish(self) -> dict:
+        out = self.ask("finish")
+        self.proc.wait()
+        return out
 
 
 def generation(params) -> dict:
@@ -86,11 +120,11 @@ def generation(params) -> dict:
     import tensorflow as tf
 
     from ebm.config import SamplerConfig
-    from ebm.network import build_energy_network, energy_fn
+    from ebm.network import build_energy_network, chain_energy
     from ebm.pipeline import generation_sampler
 
     params = dataclasses.replace(params, sampler=SamplerConfig(steps=1000))
-    energy = energy_fn(build_energy_network(params.model))
+    energy = chain_energy(build_energy_network(params.model))
     sampler = generation_sampler(params)
     x0 = tf.random.uniform((256, 32, 32, 1), -1, 1)
     sampler.run(energy, x0[:2], 2)  # trace eagerly once; chain() compiles its own graph
@@ -137,44 +171,47 @@ def matmul_gflops(n: int = 4096, repeats: int = 5) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=8, help="timed training steps per variant")
+    parser.add_argument("--rounds", type=int, default=8, help="timed rounds (one step of each ebm variant each)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first (tracing, caches)")
-    parser.add_argument("--reference-steps", type=int, default=4, help="timed steps of the slow eager reference")
+    parser.add_argument("--reference-every", type=int, default=2,
+                        help="time the slow eager reference every N rounds")
     parser.add_argument("--worker", choices=sorted(VARIANTS), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        steps = args.reference_steps if args.worker == "reference" else args.steps
-        print(json.dumps(worker(args.worker, steps, args.warmup)))
+        worker(args.worker, args.warmup)
         return
 
-    results = {}
-    for name in VARIANTS:
-        out = subprocess.run([sys.executable, __file__, "--worker", name, "--steps", str(args.steps),
-                              "--warmup", str(args.warmup), "--reference-steps", str(args.reference_steps)],
-                             capture_output=True, text=True)
-        if out.returncode:
-            sys.exit(f"variant {name} failed:\n{out.stderr[-3000:]}")
-        results[name] = json.loads(out.stdout.strip().splitlines()[-1])
+    workers = {name: Worker(name, args.warmup) for name in VARIANTS}  # started one after another
+    for r in range(args.rounds):
+        for name, w in workers.items():
+            if name != "reference" or r % args.reference_every == 0:
+                w.step()
+    closing = {name: w.finish() for name, w in workers.items()}
     gflops = matmul_gflops()
     flops = step_flops()
     floor = flops / (gflops * 1e9)
-    ref = results["reference"]["step_s"]
-    print(f"{'variant':<11} {'s/step':>8} {'x ref':>7} {'GFLOP/s':>8}  what")
+    median = {name: statistics.median(w.times) for name, w in workers.items()}
+    ref = median["reference"]
+    print(f"{'variant':<11} {'s/step':>8} {'x ref':>7} {'GFLOP/s':>8} {'steps':>6}  what")
     for name, (what, _, _) in VARIANTS.items():
-        s = results[name]["step_s"]
-        print(f"{name:<11} {s:8.3f} {ref / s:7.1f} {flops / s / 1e9:8.1f}  {what}")
-    fast = results["ebm"]
-    print(f"threads (ebm): intra-op {fast.get('intra_op')}, inter-op {fast.get('inter_op')}, "
-          f"sub-chains {fast.get('sampler_splits')}")
+        s = median[name]
+        print(f"{name:<11} {s:8.3f} {ref / s:7.1f} {flops / s / 1e9:8.1f} {len(workers[name].times):6d}  {what}")
+    info = workers["ebm"].info
+    print(f"interleaved: {args.rounds} rounds; the reference timed every {args.reference_every}. "
+          f"ebm step times {min(workers['ebm'].times):.3f}-{max(workers['ebm'].times):.3f} s")
+    print(f"threads (ebm): intra-op {info.get('intra_op')}, inter-op {info.get('inter_op')}, "
+          f"sub-chains {info.get('sampler_splits')}")
+    fast = closing["ebm"]
     print(f"generation 256 x 1000 steps: {fast['generate_256x1000_s']:.2f} s")
     print(f"machine: {os.cpu_count()} cores, fp32 matmul {gflops:.0f} GFLOP/s; a CD step is {flops / 1e9:.1f} GFLOP, "
-          f"floor {floor:.3f} s/step; ebm is at {fast['step_s'] / floor:.1f}x the floor")
+          f"floor {floor:.3f} s/step; ebm is at {median['ebm'] / floor:.1f}x the floor")
     print(f"peak RSS (ebm worker): {fast['peak_rss_mb']:.0f} MB")
     summary = {
-        "train_step_s": round(fast["step_s"], 4),
-        "train_step_plain_s": round(results["ebm_plain"]["step_s"], 4),
+        "train_step_s": round(median["ebm"], 4),
+        "train_step_plain_s": round(median["ebm_plain"], 4),
         "reference_step_s": round(ref, 4),
-        "speedup": round(ref / fast["step_s"], 2),
+        "speedup": round(ref / median["ebm"], 2),
+        "speedup_plain": round(ref / median["ebm_plain"], 2),
         "generate_256x1000_s": round(fast["generate_256x1000_s"], 3),
         "matmul_gflops": round(gflops, 1),
         "step_gflop": round(flops / 1e9, 2),

@@ -58,7 +58,7 @@ def sample(
     import tensorflow as tf
 
     from ebm.config import ConfigError, Params, load_params
-    from ebm.network import ModelFileError, energy_fn, load_energy_network
+    from ebm.network import ModelFileError, chain_energy, load_energy_network
     from ebm.pipeline import generation_sampler
     from ebm.plots import save_grid
 
@@ -72,7 +72,7 @@ def sample(
         _fail(str(err))
         return
     x0 = tf.random.Generator.from_seed(seed).uniform((n, 32, 32, 1), -1.0, 1.0)
-    samples, _ = generation_sampler(p).chain(energy_fn(network), x0)
+    samples, _ = generation_sampler(p).chain(chain_energy(network), x0)
     save_grid(samples.numpy(), out)
     typer.echo(f"{n} samples x {p.sampler.steps} steps -> {out}")
 

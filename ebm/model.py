@@ -11,7 +11,7 @@ import tensorflow as tf
 
 from ebm.buffer import ReplayBuffer
 from ebm.losses import contrastive_divergence, energy_regulariser
-from ebm.network import energy_fn
+from ebm.network import chain_energy, energy_fn
 from ebm.sampler import LangevinSampler
 
 
@@ -32,6 +32,7 @@ class ContrastiveDivergenceModel(keras.Model):
         self.alpha = alpha
         self.real_noise = real_noise
         self.rng = tf.random.Generator.from_seed(seed)
+        self.chain_energy = chain_energy(energy_net)
         self.trackers = {name: keras.metrics.Mean(name=name) for name in ("loss", "cdiv", "reg", "real", "fake")}
 
     @property
@@ -48,7 +49,7 @@ class ContrastiveDivergenceModel(keras.Model):
         real = self._images(data)
         if self.real_noise > 0:
             real = tf.clip_by_value(real + self.real_noise * self.rng.normal(tf.shape(real)), -1.0, 1.0)
-        fake = self.sampler.run(self.energy, self.buffer.sample())
+        fake = self.sampler.run(self.chain_energy, self.buffer.sample())
         self.buffer.push(fake)
         with tf.GradientTape() as tape:
             e_real, e_fake = tf.split(self.energy(tf.concat([real, fake], axis=0)), 2)

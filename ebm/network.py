@@ -16,6 +16,7 @@ import keras
 import tensorflow as tf
 
 from ebm.config import ModelConfig
+from ebm.sampler import ChainEnergy
 
 IMAGE_SHAPE = (32, 32, 1)
 
@@ -24,11 +25,13 @@ IMAGE_SHAPE = (32, 32, 1)
 class StridedConv2D(keras.layers.Layer):
     """``Conv2D(filters, kernel_size, strides=2, padding="same")``, optionally computed fast.
 
-    With ``space_to_depth=True`` the input is padded, rearranged into 2x2 blocks
-    (space-to-depth) and convolved at stride 1 with the same kernel variable rearranged the same
-    way. The result is identical to the strided convolution, but on CPUs the input-gradient of a
-    1-channel strided conv is slow, while that of a stride-1 conv over 4 channels is not. The
-    weights are the same either way, so a checkpoint loads in both modes.
+    With ``space_to_depth=True`` (and an even-sized input) the image is rearranged into 2x2
+    blocks (space-to-depth) and convolved at stride 1 with the same kernel variable rearranged
+    the same way (:meth:`block_kernel`). The result is identical to the strided convolution,
+    but on CPUs the input-gradient of a 1-channel strided conv is slow, while that of a
+    stride-1 conv over 4 channels is not. A Langevin chain can even keep its state in block
+    layout (:meth:`call_on_blocks`, :func:`chain_energy`) and skip the rearrangement at every
+    step. The weights are the same either way, so a checkpoint loads in both modes.
     """
 
     def __init__(self, filters: int, kernel_size: int, activation=None, space_to_depth: bool = True, **kwargs):
@@ -46,26 +49,33 @@ class StridedConv2D(keras.layers.Layer):
         self.bias = self.add_weight(name="bias", shape=(self.filters,), initializer="zeros")
 
     def call(self, x):
-        if self.space_to_depth:
-            y = self._conv_space_to_depth(x)
-        else:
-            y = tf.nn.conv2d(x, self.kernel, strides=2, padding="SAME")
+        even = x.shape[1] is not None and x.shape[1] % 2 == 0 and x.shape[2] is not None and x.shape[2] % 2 == 0
+        if self.space_to_depth and even:
+            return self.call_on_blocks(tf.nn.space_to_depth(x, 2))
+        y = tf.nn.conv2d(x, self.kernel, strides=2, padding="SAME")
         return self.activation(tf.nn.bias_add(y, self.bias))
 
-    def _conv_space_to_depth(self, x):
+    def call_on_blocks(self, blocks, activation=None):
+        """The layer on an even-sized input already in space-to-depth layout (B, H/2, W/2, 4C)."""
+        y = tf.nn.conv2d(blocks, self.block_kernel(), strides=1, padding="SAME")
+        return (activation or self.activation)(tf.nn.bias_add(y, self.bias))
+
+    def block_kernel(self):
+        """The kernel rearranged for a stride-1 "SAME" conv over 2x2 blocks.
+
+        TF's "SAME" stride-2 conv on an even input pads ``b = (k - 2) // 2`` before, so output
+        ``o`` reads rows ``2o - b .. 2o - b + k - 1``. Zero taps added in front (``b % 2``) make
+        that window start on a block boundary and at the back make it a whole number of blocks
+        ``kb``; the window then starts ``(b + b % 2) / 2`` blocks before block ``o``, which is
+        exactly the padding of a "SAME" stride-1 conv of size ``kb``."""
         k = self.kernel_size
-        k_even = k + k % 2
-        blocks = k_even // 2
-        # TF "SAME" padding for stride 2 on an even input: k - 2 in total, the extra one after.
-        before = (k - 2) // 2
-        after = (k - 2) - before + (k_even - k)
-        x = tf.pad(x, [[0, 0], [before, after], [before, after], [0, 0]])
-        x = tf.nn.space_to_depth(x, 2)
-        w = tf.pad(self.kernel, [[0, k_even - k], [0, k_even - k], [0, 0], [0, 0]])
+        front = max(k - 2, 0) // 2 % 2
+        back = (front + k) % 2
+        kb = (front + k + back) // 2
+        w = tf.pad(self.kernel, [[front, back], [front, back], [0, 0], [0, 0]])
         c, f = self.kernel.shape[2], self.kernel.shape[3]
-        w = tf.reshape(w, (blocks, 2, blocks, 2, c, f))
-        w = tf.reshape(tf.transpose(w, (0, 2, 1, 3, 4, 5)), (blocks, blocks, 4 * c, f))
-        return tf.nn.conv2d(x, w, strides=1, padding="VALID")
+        w = tf.reshape(w, (kb, 2, kb, 2, c, f))
+        return tf.reshape(tf.transpose(w, (0, 2, 1, 3, 4, 5)), (kb, kb, 4 * c, f))
 
     def compute_output_shape(self, input_shape):
         n, h, w, _ = input_shape
@@ -99,6 +109,57 @@ def build_energy_network(cfg: ModelConfig, image_shape=IMAGE_SHAPE) -> keras.Mod
 def energy_fn(network: keras.Model):
     """Wrap a network as ``x -> E(x)`` of shape (B,), the form the sampler and losses take."""
     return lambda x: tf.squeeze(network(x), axis=-1)
+
+
+@tf.custom_gradient
+def swish(h):
+    """``h * sigmoid(h)`` that keeps its derivative from the forward pass, so the backward pass
+    is one multiply instead of recomputing the sigmoid (first-order gradients only)."""
+    s = tf.sigmoid(h)
+    derivative = s + tf.raw_ops.SigmoidGrad(y=s, dy=h)  # s + h s (1 - s), in two fused passes
+    return h * s, lambda upstream: upstream * derivative
+
+
+def chain_energy(network: keras.Model) -> ChainEnergy:
+    """E(x) of ``network`` in the form a Langevin chain runs fastest, same values and gradients.
+
+    The chain's state is kept in 2x2-block layout when the first layer can read it directly
+    (:meth:`StridedConv2D.call_on_blocks`), and swish layers use :func:`swish`. Layers it does
+    not know are called as they are. For a layer-after-layer network like
+    :func:`build_energy_network`'s (tests compare energies and gradients with the network's)."""
+    layers = [layer for layer in network.layers if not isinstance(layer, keras.layers.InputLayer)]
+    first = layers[0]
+    height, width = network.input_shape[1:3]
+    blocks = isinstance(first, StridedConv2D) and first.space_to_depth and height % 2 == 0 and width % 2 == 0
+
+    def energy(state):
+        y = first.call_on_blocks(state, _activation(first)) if blocks else _fast_call(first, state)
+        for layer in layers[1:]:
+            y = _fast_call(layer, y)
+        return tf.squeeze(y, axis=-1)
+
+    if blocks:
+        return ChainEnergy(energy, lambda x: tf.nn.space_to_depth(x, 2), lambda z: tf.nn.depth_to_space(z, 2))
+    return ChainEnergy(energy)
+
+
+def _activation(layer):
+    return swish if keras.activations.serialize(layer.activation) in ("silu", "swish") else layer.activation
+
+
+def _fast_call(layer, y):
+    if type(layer) is keras.layers.Conv2D and layer.groups == 1 and layer.data_format == "channels_last" \
+            and tuple(layer.dilation_rate) == (1, 1):
+        y = tf.nn.conv2d(y, layer.kernel, strides=layer.strides, padding=layer.padding.upper())
+    elif type(layer) is keras.layers.Dense:
+        y = tf.matmul(y, layer.kernel)
+    elif type(layer) is keras.layers.Flatten:
+        return tf.reshape(y, (tf.shape(y)[0], -1))
+    else:
+        return layer(y)
+    if layer.use_bias:
+        y = tf.nn.bias_add(y, layer.bias)
+    return _activation(layer)(y)
 
 
 def with_space_to_depth(network: keras.Model, enabled: bool) -> keras.Model:

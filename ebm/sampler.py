@@ -7,12 +7,30 @@ gradient of the energy with respect to the input, clip it to +-grad_clip, step *
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+import math
+from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 import tensorflow as tf
 
 EnergyFn = Callable[[tf.Tensor], tf.Tensor]  # (B, H, W, C) -> (B,)
+
+
+def _identity(x):
+    return x
+
+
+class ChainEnergy(NamedTuple):
+    """An energy on the chain's state, and the maps between images and that state.
+
+    The Langevin update is elementwise and its noise i.i.d., so running the chain on any fixed
+    rearrangement of the pixels (such as the 2x2 blocks a network's first layer reads directly,
+    see :func:`ebm.network.chain_energy`) is the same chain. A plain ``EnergyFn`` is run as is.
+    """
+
+    energy: EnergyFn
+    to_state: Callable[[tf.Tensor], tf.Tensor] = _identity
+    from_state: Callable[[tf.Tensor], tf.Tensor] = _identity
 
 
 def energy_and_grad(energy: EnergyFn, x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
@@ -22,6 +40,20 @@ def energy_and_grad(energy: EnergyFn, x: tf.Tensor) -> tuple[tf.Tensor, tf.Tenso
         e = energy(x)
         total = tf.reduce_sum(e)
     return e, tape.gradient(total, x)
+
+
+def gaussian(shape, seed: tf.Tensor, stddev: float, dtype=tf.float32) -> tf.Tensor:
+    """N(0, stddev^2) samples from a stateless seed: Box-Muller on Philox uniforms (tails to
+    5.6 sd). Same distribution as ``tf.random.stateless_normal``, whose CPU kernel is scalar and
+    cost more than the rest of a Langevin step's elementwise work."""
+    static = tf.get_static_value(tf.convert_to_tensor(shape))
+    n = int(np.prod(static)) if static is not None else tf.reduce_prod(shape)
+    half = (n + 1) // 2
+    u1, u2 = tf.unstack(tf.random.stateless_uniform(tf.stack([2, half]), seed, dtype=dtype))  # [0, 1)
+    radius = tf.sqrt((-2.0 * stddev**2) * tf.math.log(1.0 - u1))
+    angle = (2 * math.pi) * u2
+    samples = tf.concat([radius * tf.cos(angle), radius * tf.sin(angle)], 0)
+    return tf.reshape(samples if static is not None and n % 2 == 0 else samples[:n], shape)
 
 
 class LangevinSampler(tf.Module):
@@ -46,20 +78,19 @@ class LangevinSampler(tf.Module):
 
     def step(self, energy: EnergyFn, x: tf.Tensor, seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         """One Langevin step; ``seed`` is a stateless RNG seed of shape (2,). Returns the new
-        state, the energy of the noised state and the per-image norm of its (unclipped) gradient."""
+        state, the energy of the noised state and its (unclipped) gradient."""
         if self.noise > 0:
-            x = x + self.noise * tf.random.stateless_normal(tf.shape(x), seed=seed, dtype=x.dtype)
-            x = tf.clip_by_value(x, -1.0, 1.0)
+            x = tf.clip_by_value(x + gaussian(tf.shape(x), seed, self.noise, x.dtype), -1.0, 1.0)
         e, grad = energy_and_grad(energy, x)
-        grad_norm = tf.norm(tf.reshape(grad, (tf.shape(grad)[0], -1)), axis=1)
-        grad = tf.clip_by_value(grad, -self.grad_clip, self.grad_clip)
-        return tf.clip_by_value(x - self.step_size * grad, -1.0, 1.0), e, grad_norm
+        step = tf.clip_by_value(grad, -self.grad_clip, self.grad_clip)
+        return tf.clip_by_value(x - self.step_size * step, -1.0, 1.0), e, grad
 
-    def run(self, energy: EnergyFn, x: tf.Tensor, steps=None, trace: bool = False):
+    def run(self, energy: EnergyFn | ChainEnergy, x: tf.Tensor, steps=None, trace: bool = False):
         """Run ``steps`` (default ``self.steps``) steps from ``x``; usable inside a tf.function.
 
         With ``trace=True`` also returns per-step sums over the batch, shape (steps, 4):
         sum E, sum E^2, sum |grad|, sum |grad|^2 (see :func:`trace_table`)."""
+        space = energy if isinstance(energy, ChainEnergy) else ChainEnergy(energy)
         steps = self.steps if steps is None else steps
         n = x.shape[0]
         splits = min(self.splits, n) if n is not None else 1
@@ -71,21 +102,23 @@ class LangevinSampler(tf.Module):
             seed = seeds[:, p]
 
             def body(i, z, sums, seed=seed):
-                z, e, g = self.step(energy, z, tf.random.experimental.stateless_fold_in(seed, i))
+                z, e, g = self.step(space.energy, z, tf.random.experimental.stateless_fold_in(seed, i))
                 if trace:
+                    g = tf.norm(tf.reshape(g, (tf.shape(g)[0], -1)), axis=1)
                     sums = sums.write(i, tf.stack([tf.reduce_sum(e), tf.reduce_sum(e * e),
                                                    tf.reduce_sum(g), tf.reduce_sum(g * g)]))
                 return i + 1, z, sums
 
             sums = tf.TensorArray(tf.float32, size=steps if trace else 0, dynamic_size=not trace)
-            _, part, sums = tf.while_loop(lambda i, z, s: i < steps, body, (tf.constant(0), part, sums))
-            out.append(part)
+            _, part, sums = tf.while_loop(lambda i, z, s: i < steps, body,
+                                          (tf.constant(0), space.to_state(part), sums))
+            out.append(space.from_state(part))
             if trace:
                 traces.append(sums.stack())
         x = tf.concat(out, axis=0) if len(out) > 1 else out[0]
         return (x, tf.add_n(traces)) if trace else x
 
-    def chain(self, energy: EnergyFn, x: tf.Tensor, record_at: Sequence[int] = (), record_first: int | None = None,
+    def chain(self, energy: EnergyFn | ChainEnergy, x: tf.Tensor, record_at: Sequence[int] = (), record_first: int | None = None,
               trace: bool = False):
         """Run ``self.steps`` compiled steps from ``x``, keeping the state of the first
         ``record_first`` chains (all by default) after each step in ``record_at`` (0 = start).

@@ -4,21 +4,37 @@ import pytest
 import tensorflow as tf
 
 from ebm.config import ModelConfig
-from ebm.network import ModelFileError, build_energy_network, load_energy_network, with_space_to_depth
-from ebm.sampler import LangevinSampler
-from ebm.network import energy_fn
+from ebm.network import (ModelFileError, build_energy_network, chain_energy, energy_fn, load_energy_network,
+                         with_space_to_depth)
+from ebm.sampler import LangevinSampler, energy_and_grad
 
 
-@pytest.mark.parametrize("kernel", [3, 4, 5])
+@pytest.mark.parametrize("kernel", [2, 3, 4, 5, 6, 7])
 def test_space_to_depth_conv_equals_strided_conv(kernel):
     keras.utils.set_random_seed(0)
     fast = build_energy_network(ModelConfig(kernel_sizes=(kernel, 3, 3, 3), fast_first_conv=True))
     plain = with_space_to_depth(fast, False)
     x = tf.random.stateless_uniform((5, 32, 32, 1), seed=[1, 2], minval=-1, maxval=1)
     np.testing.assert_allclose(fast(x).numpy(), plain(x).numpy(), rtol=1e-5, atol=1e-5)
-    ref = tf.nn.conv2d(x, fast.get_layer("conv0").kernel, strides=2, padding="SAME")
-    alt = fast.get_layer("conv0")._conv_space_to_depth(x)
+    layer = fast.get_layer("conv0")
+    ref = tf.nn.conv2d(x, layer.kernel, strides=2, padding="SAME")
+    alt = tf.nn.conv2d(tf.nn.space_to_depth(x, 2), layer.block_kernel(), strides=1, padding="SAME")
     np.testing.assert_allclose(ref.numpy(), alt.numpy(), atol=1e-5)
+
+
+@pytest.mark.parametrize("fast_first_conv", [True, False])
+def test_chain_energy_matches_the_network_and_its_gradient(fast_first_conv):
+    keras.utils.set_random_seed(2)
+    net = build_energy_network(ModelConfig(fast_first_conv=fast_first_conv))
+    x = tf.random.stateless_uniform((6, 32, 32, 1), seed=[5, 6], minval=-1, maxval=1)
+    e_ref, g_ref = energy_and_grad(energy_fn(net), x)
+    chain = chain_energy(net)
+    state = chain.to_state(x)
+    assert state.shape == ((6, 16, 16, 4) if fast_first_conv else (6, 32, 32, 1))
+    e, g = energy_and_grad(chain.energy, state)
+    np.testing.assert_allclose(e.numpy(), e_ref.numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(chain.from_state(g).numpy(), g_ref.numpy(), rtol=1e-4, atol=1e-7)
+    np.testing.assert_array_equal(chain.from_state(state).numpy(), x.numpy())
 
 
 def test_optimised_sampler_matches_plain_formulation_without_noise():
@@ -26,9 +42,10 @@ def test_optimised_sampler_matches_plain_formulation_without_noise():
     fast = build_energy_network(ModelConfig(fast_first_conv=True))
     plain = with_space_to_depth(fast, False)
     x0 = tf.random.stateless_uniform((8, 32, 32, 1), seed=[3, 4], minval=-1, maxval=1)
-    a = LangevinSampler(10, 10.0, 0.0, 0.03, splits=2).run(energy_fn(fast), x0)
+    a = LangevinSampler(10, 10.0, 0.0, 0.03, splits=2).run(chain_energy(fast), x0)
     b = LangevinSampler(10, 10.0, 0.0, 0.03, splits=1).run(energy_fn(plain), x0)
     np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-4)
+    assert float(tf.reduce_mean(tf.abs(a - x0))) > 0.01  # the chains moved
 
 
 def test_energy_network_shape_and_checkpoint_roundtrip(tmp_path):

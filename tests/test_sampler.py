@@ -2,7 +2,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ebm.sampler import LangevinSampler, energy_and_grad, split_count
+from scipy import stats
+
+from ebm.sampler import LangevinSampler, energy_and_grad, gaussian, split_count
 
 
 def quadratic_energy(center: float = 0.3):
@@ -93,3 +95,15 @@ def test_trace_reports_energy_falling_and_gradient_norms():
     assert np.isclose(table["grad_norm_mean"][0], g0.mean(), rtol=1e-5)
     plain = LangevinSampler(steps=8, step_size=0.3, noise=0.0, grad_clip=0.1, seed=0).run(quadratic_energy(), x0)
     np.testing.assert_allclose(final.numpy(), plain.numpy(), atol=1e-6)
+
+
+def test_gaussian_noise_is_standard_normal_scaled_and_seeded():
+    x = gaussian(tf.constant([301, 333]), tf.constant([7, 8]), stddev=0.005).numpy()  # odd count
+    assert x.shape == (301, 333)
+    z = x.ravel() / 0.005
+    assert abs(z.mean()) < 0.01 and abs(z.std() - 1) < 0.01
+    assert stats.kstest(z, "norm").pvalue > 1e-3
+    assert abs(stats.kurtosis(z)) < 0.05  # Gaussian tails, not uniform-ish
+    assert abs(np.corrcoef(z[:-1], z[1:])[0, 1]) < 0.01  # neighbours independent
+    np.testing.assert_array_equal(x, gaussian((301, 333), tf.constant([7, 8]), 0.005).numpy())
+    assert not np.allclose(x, gaussian((301, 333), tf.constant([7, 9]), 0.005).numpy())

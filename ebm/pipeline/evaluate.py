@@ -20,7 +20,7 @@ def evaluate(params: Params, paths: EvaluatePaths, network=None, track: bool = T
     import pandas as pd
 
     from ebm import evaluation
-    from ebm.network import energy_fn, load_energy_network
+    from ebm.network import chain_energy, energy_fn, load_energy_network
     from ebm.runtime import configure_threads
     from ebm.tracking import maybe_stage_run
 
@@ -29,7 +29,8 @@ def evaluate(params: Params, paths: EvaluatePaths, network=None, track: bool = T
     section = {**asdict(e), **{f"sampler.{k}": v for k, v in asdict(params.sampler).items()}}
     with maybe_stage_run(track, "evaluate", params, section, paths.record,
                          upstream=("prepare", "train", "classifier", "generate")) as run:
-        energy = energy_fn(network or load_energy_network(paths.model))
+        network = network or load_energy_network(paths.model)
+        energy = energy_fn(network)
         classifier = load_classifier(paths.classifier)
         train = data_lib.load_split(paths.data / "train.npz")
         test = data_lib.load_split(paths.data / "test.npz")
@@ -38,7 +39,7 @@ def evaluate(params: Params, paths: EvaluatePaths, network=None, track: bool = T
         if e.longrun_factor > 1:
             more = dataclasses.replace(params.sampler, steps=params.sampler.steps * (e.longrun_factor - 1))
             sampler = generation_sampler(dataclasses.replace(params, sampler=more), n=min(len(samples), e.longrun_n))
-            longrun = lambda x: sampler.chain(energy, x)[0].numpy()  # noqa: E731
+            longrun = lambda x: sampler.chain(chain_energy(network), x)[0].numpy()  # noqa: E731
         result = evaluation.evaluate(energy, classifier, train.x, test.x, samples, seed=e.seed, longrun=longrun,
                                      batch_size=e.batch_size)
         metrics = result.metrics

@@ -31,7 +31,7 @@ def generate(params: Params, paths: GeneratePaths, network=None, track: bool = T
     import pandas as pd
     import tensorflow as tf
 
-    from ebm.network import energy_fn, load_energy_network
+    from ebm.network import chain_energy, load_energy_network
     from ebm.plots import save_chain_figure, save_chain_health, save_gif, save_grid
     from ebm.runtime import configure_threads
     from ebm.sampler import trace_table
@@ -41,7 +41,7 @@ def generate(params: Params, paths: GeneratePaths, network=None, track: bool = T
     configure_threads(params.train)
     section = {**asdict(params.sampler), **asdict(g)}
     with maybe_stage_run(track, "generate", params, section, paths.record, upstream=("prepare", "train")) as run:
-        energy = energy_fn(network or load_energy_network(paths.model))
+        energy = chain_energy(network or load_energy_network(paths.model))
         sampler = generation_sampler(params)
         x0 = tf.random.Generator.from_seed(g.seed).uniform((g.n, 32, 32, 1), -1.0, 1.0)
         gif_steps = range(0, params.sampler.steps + 1, g.gif_every)
