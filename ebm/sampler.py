@@ -7,11 +7,12 @@ gradient of the energy with respect to the input, clip it to +-grad_clip, step *
 
 from __future__ import annotations
 
-import math
 from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 import tensorflow as tf
+
+from ebm.kernels import add_noise, box_muller, langevin_move
 
 EnergyFn = Callable[[tf.Tensor], tf.Tensor]  # (B, H, W, C) -> (B,)
 
@@ -42,18 +43,17 @@ def energy_and_grad(energy: EnergyFn, x: tf.Tensor) -> tuple[tf.Tensor, tf.Tenso
     return e, tape.gradient(total, x)
 
 
+def uniform_pairs(n, seed: tf.Tensor, dtype=tf.float32) -> tf.Tensor:
+    """Stateless uniforms in [0, 1) of shape (2, ceil(n / 2)): what :func:`box_muller` takes."""
+    return tf.random.stateless_uniform(tf.stack([2, (n + 1) // 2]), seed, dtype=dtype)
+
+
 def gaussian(shape, seed: tf.Tensor, stddev: float, dtype=tf.float32) -> tf.Tensor:
     """N(0, stddev^2) samples from a stateless seed: Box-Muller on Philox uniforms (tails to
     5.6 sd). Same distribution as ``tf.random.stateless_normal``, whose CPU kernel is scalar and
     cost more than the rest of a Langevin step's elementwise work."""
-    static = tf.get_static_value(tf.convert_to_tensor(shape))
-    n = int(np.prod(static)) if static is not None else tf.reduce_prod(shape)
-    half = (n + 1) // 2
-    u1, u2 = tf.unstack(tf.random.stateless_uniform(tf.stack([2, half]), seed, dtype=dtype))  # [0, 1)
-    radius = tf.sqrt((-2.0 * stddev**2) * tf.math.log(1.0 - u1))
-    angle = (2 * math.pi) * u2
-    samples = tf.concat([radius * tf.cos(angle), radius * tf.sin(angle)], 0)
-    return tf.reshape(samples if static is not None and n % 2 == 0 else samples[:n], shape)
+    n = tf.reduce_prod(shape)
+    return tf.reshape(box_muller(uniform_pairs(n, seed, dtype), stddev)[:n], shape)
 
 
 class LangevinSampler(tf.Module):
@@ -79,11 +79,10 @@ class LangevinSampler(tf.Module):
     def step(self, energy: EnergyFn, x: tf.Tensor, seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         """One Langevin step; ``seed`` is a stateless RNG seed of shape (2,). Returns the new
         state, the energy of the noised state and its (unclipped) gradient."""
-        if self.noise > 0:
-            x = tf.clip_by_value(x + gaussian(tf.shape(x), seed, self.noise, x.dtype), -1.0, 1.0)
+        if self.noise > 0:  # the same noise as gaussian(tf.shape(x), seed, self.noise)
+            x = add_noise(x, uniform_pairs(tf.size(x), seed, x.dtype), self.noise)
         e, grad = energy_and_grad(energy, x)
-        step = tf.clip_by_value(grad, -self.grad_clip, self.grad_clip)
-        return tf.clip_by_value(x - self.step_size * step, -1.0, 1.0), e, grad
+        return langevin_move(x, grad, self.step_size, self.grad_clip), e, grad
 
     def run(self, energy: EnergyFn | ChainEnergy, x: tf.Tensor, steps=None, trace: bool = False):
         """Run ``steps`` (default ``self.steps``) steps from ``x``; usable inside a tf.function.

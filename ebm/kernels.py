@@ -1,0 +1,122 @@
+"""Fused CPU kernels for the Langevin chain's elementwise work, built on first use.
+
+TensorFlow runs elementwise math one op at a time, each op a full pass over memory, and on a
+CPU those passes cost about as much as the convolutions. ``kernels.cc`` does swish with its
+derivative, the clipped Langevin move, and the Box-Muller noise added and clipped, in one pass
+each. Same math as the TF ops below (tests compare them to float tolerance).
+
+The library is compiled with the system C++ compiler against the installed TensorFlow, for
+this CPU (``-march=native``), into ``$EBM_KERNEL_CACHE`` (default ``~/.cache/ebm``), once per
+source, TensorFlow version and CPU: about 10 s the first time. Callers fall back to TF ops,
+with the same results, when ``EBM_NATIVE_KERNELS=0``, when a GPU is visible (the kernels are
+CPU-only), or when the build fails (no compiler; the reason is printed once).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import math
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import tensorflow as tf
+
+SOURCE = Path(__file__).with_name("kernels.cc")
+# Tried in order: GCC >= 12 with -march=native on an AVX512-FP16 CPU trips over Eigen's FP16
+# headers unless that extension is left out; older compilers do not know the flag.
+FLAG_SETS = (["-mno-avx512fp16"], [])
+
+
+def swish_and_derivative(h: tf.Tensor, native: bool | None = None) -> tuple[tf.Tensor, tf.Tensor]:
+    """``(h * sigmoid(h), its derivative)``; ``native=None`` uses the fused kernel if available."""
+    ops = _ops(native)
+    if ops is not None and h.dtype == tf.float32:
+        return ops.ebm_swish(h)
+    s = tf.sigmoid(h)
+    return h * s, s + tf.raw_ops.SigmoidGrad(y=s, dy=h)  # s + h s (1 - s)
+
+
+def langevin_move(x: tf.Tensor, grad: tf.Tensor, step_size: float, grad_clip: float,
+                  native: bool | None = None) -> tf.Tensor:
+    """``clip(x - step_size * clip(grad, +-grad_clip), -1, 1)``."""
+    ops = _ops(native)
+    if ops is not None and x.dtype == tf.float32:
+        return ops.ebm_langevin_move(x, grad, step_size=float(step_size), grad_clip=float(grad_clip))
+    return tf.clip_by_value(x - step_size * tf.clip_by_value(grad, -grad_clip, grad_clip), -1.0, 1.0)
+
+
+def box_muller(u: tf.Tensor, stddev: float) -> tf.Tensor:
+    """N(0, stddev^2) samples from uniforms ``u`` of shape (2, m) in [0, 1): m cosines, then m sines."""
+    u0, u1 = tf.unstack(u)
+    radius = tf.sqrt((-2.0 * stddev**2) * tf.math.log(1.0 - u0))
+    angle = (2 * math.pi) * u1
+    return tf.concat([radius * tf.cos(angle), radius * tf.sin(angle)], 0)
+
+
+def add_noise(x: tf.Tensor, u: tf.Tensor, stddev: float, native: bool | None = None) -> tf.Tensor:
+    """``clip(x + noise, -1, 1)``, the noise ``box_muller(u, stddev)`` laid over ``x`` flattened."""
+    ops = _ops(native)
+    if ops is not None and x.dtype == tf.float32:
+        return ops.ebm_noisy(x, u, stddev=float(stddev))
+    noise = tf.reshape(box_muller(u, stddev)[: tf.size(x)], tf.shape(x))
+    return tf.clip_by_value(x + noise, -1.0, 1.0)
+
+
+def _ops(native: bool | None):
+    ops = library() if native is None or native else None
+    if native and ops is None:
+        raise RuntimeError("native kernels requested but not available")
+    return ops
+
+
+@functools.cache
+def library():
+    """The loaded kernel library, or None when the TF-op fallback applies (see module doc)."""
+    if os.environ.get("EBM_NATIVE_KERNELS", "1") == "0" or tf.config.list_physical_devices("GPU"):
+        return None
+    try:
+        return tf.load_op_library(str(_build()))
+    except (OSError, RuntimeError, subprocess.SubprocessError, tf.errors.OpError) as err:
+        print(f"ebm: fused CPU kernels unavailable, using TF ops ({err})", file=sys.stderr)
+        return None
+
+
+def _build() -> Path:
+    compiler = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
+    if not compiler:
+        raise RuntimeError("no C++ compiler found (install g++)")
+    key = hashlib.sha256()
+    for part in (SOURCE.read_bytes(), tf.__version__.encode(), compiler.encode(), _cpu_signature().encode()):
+        key.update(part)
+    cache = Path(os.environ.get("EBM_KERNEL_CACHE", Path.home() / ".cache" / "ebm"))
+    target = cache / f"ebm_kernels_{key.hexdigest()[:16]}.so"
+    if target.is_file():
+        return target
+    cache.mkdir(parents=True, exist_ok=True)
+    errors = []
+    for extra in FLAG_SETS:
+        with tempfile.TemporaryDirectory(dir=cache) as tmp:
+            out = Path(tmp) / target.name
+            cmd = [compiler, "-shared", "-fPIC", "-O3", "-march=native", *extra, "-fopenmp-simd", "-ffast-math",
+                   "-w", *tf.sysconfig.get_compile_flags(), str(SOURCE), "-o", str(out),
+                   *tf.sysconfig.get_link_flags(), "-lmvec"]
+            done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+            if done.returncode == 0:
+                os.replace(out, target)  # atomic: concurrent builders each write their own copy
+                return target
+            errors.append(done.stderr.strip().splitlines()[-1:] or ["(no output)"])
+    raise RuntimeError(f"{compiler} failed: {errors[-1][0]}")
+
+
+def _cpu_signature() -> str:
+    try:
+        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
+    except (OSError, StopIteration):
+        flags = ""
+    return platform.machine() + flags

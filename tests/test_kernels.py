@@ -1,0 +1,77 @@
+import platform
+import shutil
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from ebm import kernels
+
+
+@pytest.fixture
+def fresh_library():
+    kernels.library.cache_clear()
+    yield
+    kernels.library.cache_clear()
+
+
+def test_kernels_build_here():
+    """Where a compiler exists the fused kernels must build, so the tests below compare them."""
+    if platform.system() != "Linux" or not shutil.which("g++"):
+        pytest.skip("no g++ on this platform: the TF-op path is the only one")
+    assert kernels.library() is not None
+
+
+def test_fused_swish_matches_tf_ops():
+    h = tf.concat([tf.random.stateless_normal((4, 8, 8, 16), seed=[1, 2]) * 4.0,
+                   tf.constant([-200.0, -80.0, -1.0, 0.0, 1e-30, 1.0, 80.0, 200.0])[None, None, None, :8] +
+                   tf.zeros((4, 8, 8, 8))], axis=-1)
+    a_ref, d_ref = kernels.swish_and_derivative(h, native=False)
+    a, d = kernels.swish_and_derivative(h, native=True)
+    np.testing.assert_allclose(a.numpy(), a_ref.numpy(), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(d.numpy(), d_ref.numpy(), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(d.numpy()[0, 0, 0, 16:], [0.0, 0.0, 0.0723, 0.5, 0.5, 0.9277, 1.0, 1.0], atol=1e-4)
+    assert np.isnan(kernels.swish_and_derivative(tf.constant([np.nan]), native=True)[0].numpy()).all()
+
+
+def test_fused_langevin_move_matches_tf_ops():
+    x = tf.random.stateless_uniform((8, 16, 16, 4), seed=[3, 4], minval=-1, maxval=1)
+    g = tf.random.stateless_normal((8, 16, 16, 4), seed=[5, 6]) * 0.05
+    ref = kernels.langevin_move(x, g, 10.0, 0.03, native=False)
+    out = kernels.langevin_move(x, g, 10.0, 0.03, native=True)
+    np.testing.assert_allclose(out.numpy(), ref.numpy(), atol=1e-6)
+    assert float(tf.reduce_max(tf.abs(out - x))) == pytest.approx(0.3, abs=1e-6)  # 10 x clip 0.03
+    with pytest.raises(tf.errors.InvalidArgumentError, match="shapes differ"):
+        kernels.langevin_move(x, g[:4], 10.0, 0.03, native=True)
+
+
+def test_switched_off_or_failing_build_falls_back_to_tf_ops(fresh_library, monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("EBM_NATIVE_KERNELS", "0")
+    assert kernels.library() is None
+    kernels.library.cache_clear()
+    monkeypatch.delenv("EBM_NATIVE_KERNELS")
+    monkeypatch.setenv("CXX", "/bin/false")
+    monkeypatch.setenv("EBM_KERNEL_CACHE", str(tmp_path))
+    assert kernels.library() is None
+    assert "using TF ops" in capsys.readouterr().err
+    h = tf.constant([-1.0, 0.0, 2.0])
+    np.testing.assert_allclose(kernels.swish_and_derivative(h)[0].numpy(), (h * tf.sigmoid(h)).numpy(), atol=1e-7)
+    with pytest.raises(RuntimeError, match="not available"):
+        kernels.swish_and_derivative(h, native=True)
+
+
+@pytest.mark.parametrize("n", [2 * 16 * 16 * 4, 301 * 3])  # even and odd element counts
+def test_fused_noise_matches_tf_ops_and_is_gaussian(n):
+    from ebm.sampler import gaussian, uniform_pairs
+
+    x = tf.zeros((n,))
+    seed = tf.constant([7, 8])
+    u = uniform_pairs(n, seed)
+    fused = kernels.add_noise(x, u, 0.01, native=True).numpy()
+    np.testing.assert_allclose(fused, kernels.add_noise(x, u, 0.01, native=False).numpy(), atol=1e-6)
+    np.testing.assert_allclose(fused, np.clip(gaussian((n,), seed, 0.01).numpy(), -1, 1), atol=1e-6)
+    assert abs(fused.std() - 0.01) < 0.001
+    near_edge = kernels.add_noise(tf.fill((n,), 0.999), u, 0.01, native=True).numpy()
+    assert near_edge.max() == 1.0 and near_edge.min() < 0.999  # clipped to the unit range
+    with pytest.raises(tf.errors.InvalidArgumentError, match="uniforms must have shape"):
+        kernels.add_noise(x, u[:, :-1], 0.01, native=True)
