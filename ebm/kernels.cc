@@ -80,9 +80,42 @@ class EbmLangevinMoveOp : public OpKernel {
   float grad_clip_;
 };
 
-// Gaussian noise added and clipped: y = clip(x + noise, -1, 1), where the noise is Box-Muller on
-// the uniforms u (2, ceil(n / 2)) in [0, 1): stddev * sqrt(-2 log(1 - u0)) * (cos, sin)(2 pi u1),
-// the cosines filling the first half of x (flattened) and the sines the second.
+// Philox4x32-10 (Salmon et al. 2011, the generator behind TF's stateless ops): four 32-bit
+// words from a 128-bit counter and a 64-bit key. Plain integer code, so the loop vectorises.
+inline void Philox(uint32_t c0, uint32_t c1, uint32_t k0, uint32_t k1, uint32_t* r0, uint32_t* r1) {
+  uint32_t c2 = 0, c3 = 0;
+  for (int round = 0; round < 10; ++round) {
+    const uint64_t p0 = static_cast<uint64_t>(0xD2511F53u) * c0;
+    const uint64_t p1 = static_cast<uint64_t>(0xCD9E8D57u) * c2;
+    const uint32_t n0 = static_cast<uint32_t>(p1 >> 32) ^ c1 ^ k0;
+    const uint32_t n2 = static_cast<uint32_t>(p0 >> 32) ^ c3 ^ k1;
+    c1 = static_cast<uint32_t>(p1);
+    c3 = static_cast<uint32_t>(p0);
+    c0 = n0;
+    c2 = n2;
+    k0 += 0x9E3779B9u;
+    k1 += 0xBB67AE85u;
+  }
+  *r0 = c0;
+  *r1 = c1;
+}
+
+// Box-Muller on two 24-bit uniforms from Philox(counter j, key): sqrt(scale * log(1 - u0)) times
+// (cos, sin)(2 pi u1), scale = -2 stddev^2.
+inline void Normals(int64_t j, uint32_t k0, uint32_t k1, float scale, float* c, float* s) {
+  uint32_t b0, b1;
+  Philox(static_cast<uint32_t>(j), static_cast<uint32_t>(static_cast<uint64_t>(j) >> 32), k0, k1, &b0, &b1);
+  const float to_unit = 1.0f / 16777216.0f;  // 2^-24
+  const float r = std::sqrt(scale * std::log(1.0f - static_cast<float>(b0 >> 8) * to_unit));
+  const float t = 6.283185307179586f * static_cast<float>(b1 >> 8) * to_unit;
+  // cos as a shifted sin: GCC would fuse sin and cos into sincosf, which does not vectorise.
+  *c = r * std::sin(t + 1.5707963267948966f);
+  *s = r * std::sin(t);
+}
+
+// Gaussian noise added and clipped: y = clip(x + noise, -1, 1). Pair j of the flattened x
+// (elements j and j + ceil(n / 2)) takes Box-Muller on two 24-bit uniforms from Philox with
+// counter j and the seed as key: stddev * sqrt(-2 log(1 - u0)) * (cos, sin)(2 pi u1).
 class EbmNoisyOp : public OpKernel {
  public:
   explicit EbmNoisyOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
@@ -91,35 +124,33 @@ class EbmNoisyOp : public OpKernel {
 
   void Compute(OpKernelContext* ctx) override {
     const Tensor& x = ctx->input(0);
-    const Tensor& u = ctx->input(1);
-    const int64_t n = x.NumElements();
-    const int64_t half = (n + 1) / 2;
-    OP_REQUIRES(ctx, u.dims() == 2 && u.dim_size(0) == 2 && u.dim_size(1) == half,
-                tensorflow::errors::InvalidArgument("uniforms must have shape (2, ", half, "); got ",
-                                                    u.shape().DebugString()));
+    const Tensor& seed = ctx->input(1);
+    OP_REQUIRES(ctx, seed.NumElements() == 2,
+                tensorflow::errors::InvalidArgument("seed must have 2 elements; got ", seed.shape().DebugString()));
+    const uint32_t k0 = static_cast<uint32_t>(seed.flat<int32_t>()(0));
+    const uint32_t k1 = static_cast<uint32_t>(seed.flat<int32_t>()(1));
     Tensor* out = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, x.shape(), &out));
+    const int64_t n = x.NumElements();
+    const int64_t half = (n + 1) / 2;
     const float* xp = x.flat<float>().data();
-    const float* u0 = u.flat<float>().data();
-    const float* u1 = u0 + half;
     float* op = out->flat<float>().data();
     const float scale = -2.0f * stddev_ * stddev_;
-    const float two_pi = 6.283185307179586f, half_pi = 1.5707963267948966f;
-    const int64_t full = n / 2;  // pairs whose sine half exists
+const int64_t pairs = n / 2;  // pairs whose sine half exists; an odd n leaves one cosine
 #pragma omp simd
-    for (int64_t i = 0; i < full; ++i) {
-      const float r = std::sqrt(scale * std::log(1.0f - u0[i]));
-      const float t = two_pi * u1[i];
-      // cos as a shifted sin: GCC would fuse sin and cos into sincosf, which does not vectorise.
-      const float a = xp[i] + r * std::sin(t + half_pi);
-      const float b = xp[i + half] + r * std::sin(t);
-      op[i] = a < -1.0f ? -1.0f : (a > 1.0f ? 1.0f : a);
-      op[i + half] = b < -1.0f ? -1.0f : (b > 1.0f ? 1.0f : b);
+    for (int64_t j = 0; j < pairs; ++j) {
+      float c, s;
+      Normals(j, k0, k1, scale, &c, &s);
+      const float a = xp[j] + c;
+      const float b = xp[j + half] + s;
+      op[j] = a < -1.0f ? -1.0f : (a > 1.0f ? 1.0f : a);
+      op[j + half] = b < -1.0f ? -1.0f : (b > 1.0f ? 1.0f : b);
     }
-    if (n % 2) {  // odd count: the middle element takes the last cosine only
-      const int64_t i = half - 1;
-      const float a = xp[i] + std::sqrt(scale * std::log(1.0f - u0[i])) * std::cos(two_pi * u1[i]);
-      op[i] = a < -1.0f ? -1.0f : (a > 1.0f ? 1.0f : a);
+    if (n % 2) {
+      float c, s;
+      Normals(half - 1, k0, k1, scale, &c, &s);
+      const float a = xp[half - 1] + c;
+      op[half - 1] = a < -1.0f ? -1.0f : (a > 1.0f ? 1.0f : a);
     }
   }
 
@@ -154,7 +185,7 @@ REGISTER_KERNEL_BUILDER(Name("EbmLangevinMove").Device(tensorflow::DEVICE_CPU), 
 
 REGISTER_OP("EbmNoisy")
     .Input("x: float")
-    .Input("uniforms: float")
+    .Input("seed: int32")
     .Attr("stddev: float")
     .Output("y: float")
     .SetShapeFn([](tensorflow::shape_inference::InferenceContext* c) {

@@ -2,8 +2,9 @@
 
 TensorFlow runs elementwise math one op at a time, each op a full pass over memory, and on a
 CPU those passes cost about as much as the convolutions. ``kernels.cc`` does swish with its
-derivative, the clipped Langevin move, and the Box-Muller noise added and clipped, in one pass
-each. Same math as the TF ops below (tests compare them to float tolerance).
+derivative, the clipped Langevin move, and Gaussian noise (Philox and Box-Muller) added and
+clipped, in one pass each. Same math as the TF ops below (tests compare them to float tolerance;
+the noise to its distribution, since the two paths draw different Philox streams).
 
 The library is compiled with the system C++ compiler against the installed TensorFlow, for
 this CPU (``-march=native``), into ``$EBM_KERNEL_CACHE`` (default ``~/.cache/ebm``), once per
@@ -51,21 +52,27 @@ def langevin_move(x: tf.Tensor, grad: tf.Tensor, step_size: float, grad_clip: fl
     return tf.clip_by_value(x - step_size * tf.clip_by_value(grad, -grad_clip, grad_clip), -1.0, 1.0)
 
 
-def box_muller(u: tf.Tensor, stddev: float) -> tf.Tensor:
-    """N(0, stddev^2) samples from uniforms ``u`` of shape (2, m) in [0, 1): m cosines, then m sines."""
-    u0, u1 = tf.unstack(u)
-    radius = tf.sqrt((-2.0 * stddev**2) * tf.math.log(1.0 - u0))
-    angle = (2 * math.pi) * u1
-    return tf.concat([radius * tf.cos(angle), radius * tf.sin(angle)], 0)
+def add_noise(x: tf.Tensor, seed: tf.Tensor, stddev: float, native: bool | None = None) -> tf.Tensor:
+    """``clip(x + N(0, stddev^2) noise, -1, 1)`` from a stateless seed of shape (2,).
 
-
-def add_noise(x: tf.Tensor, u: tf.Tensor, stddev: float, native: bool | None = None) -> tf.Tensor:
-    """``clip(x + noise, -1, 1)``, the noise ``box_muller(u, stddev)`` laid over ``x`` flattened."""
+    Both paths are Box-Muller on Philox uniforms, but they draw different streams: the fused
+    kernel runs Philox itself (vectorised), the TF path takes ``tf.random.stateless_uniform``.
+    Each is deterministic for a given seed."""
     ops = _ops(native)
     if ops is not None and x.dtype == tf.float32:
-        return ops.ebm_noisy(x, u, stddev=float(stddev))
-    noise = tf.reshape(box_muller(u, stddev)[: tf.size(x)], tf.shape(x))
-    return tf.clip_by_value(x + noise, -1.0, 1.0)
+        return ops.ebm_noisy(x, tf.cast(seed, tf.int32), stddev=float(stddev))
+    return tf.clip_by_value(x + gaussian(tf.shape(x), seed, stddev, x.dtype), -1.0, 1.0)
+
+
+def gaussian(shape, seed: tf.Tensor, stddev: float, dtype=tf.float32) -> tf.Tensor:
+    """N(0, stddev^2) samples from a stateless seed in TF ops: Box-Muller on Philox uniforms
+    (tails to 5.6 sd). Same distribution as ``tf.random.stateless_normal``, whose CPU kernel is
+    scalar and cost more than the rest of a Langevin step's elementwise work."""
+    n = tf.reduce_prod(shape)
+    u0, u1 = tf.unstack(tf.random.stateless_uniform(tf.stack([2, (n + 1) // 2]), seed, dtype=dtype))  # [0, 1)
+    radius = tf.sqrt((-2.0 * stddev**2) * tf.math.log(1.0 - u0))
+    angle = (2 * math.pi) * u1
+    return tf.reshape(tf.concat([radius * tf.cos(angle), radius * tf.sin(angle)], 0)[:n], shape)
 
 
 def _ops(native: bool | None):

@@ -10,6 +10,7 @@ import keras
 import tensorflow as tf
 
 from ebm.buffer import ReplayBuffer
+from ebm.kernels import add_noise
 from ebm.losses import contrastive_divergence, energy_regulariser
 from ebm.network import chain_energy, energy_fn
 from ebm.sampler import LangevinSampler
@@ -48,11 +49,12 @@ class ContrastiveDivergenceModel(keras.Model):
     def train_step(self, data):
         real = self._images(data)
         if self.real_noise > 0:
-            real = tf.clip_by_value(real + self.real_noise * self.rng.normal(tf.shape(real)), -1.0, 1.0)
+            real = add_noise(real, self.rng.make_seeds(1)[:, 0], self.real_noise)
         fake = self.sampler.run(self.chain_energy, self.buffer.sample())
         self.buffer.push(fake)
+        chain = self.chain_energy  # the network's fast form: same energies and gradients
         with tf.GradientTape() as tape:
-            e_real, e_fake = tf.split(self.energy(tf.concat([real, fake], axis=0)), 2)
+            e_real, e_fake = tf.split(chain.energy(chain.to_state(tf.concat([real, fake], axis=0))), 2)
             cdiv = contrastive_divergence(e_real, e_fake)
             reg = self.alpha * energy_regulariser(e_real, e_fake)
             loss = cdiv + reg

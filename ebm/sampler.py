@@ -12,7 +12,7 @@ from typing import Callable, NamedTuple, Sequence
 import numpy as np
 import tensorflow as tf
 
-from ebm.kernels import add_noise, box_muller, langevin_move
+from ebm.kernels import add_noise, langevin_move
 
 EnergyFn = Callable[[tf.Tensor], tf.Tensor]  # (B, H, W, C) -> (B,)
 
@@ -43,19 +43,6 @@ def energy_and_grad(energy: EnergyFn, x: tf.Tensor) -> tuple[tf.Tensor, tf.Tenso
     return e, tape.gradient(total, x)
 
 
-def uniform_pairs(n, seed: tf.Tensor, dtype=tf.float32) -> tf.Tensor:
-    """Stateless uniforms in [0, 1) of shape (2, ceil(n / 2)): what :func:`box_muller` takes."""
-    return tf.random.stateless_uniform(tf.stack([2, (n + 1) // 2]), seed, dtype=dtype)
-
-
-def gaussian(shape, seed: tf.Tensor, stddev: float, dtype=tf.float32) -> tf.Tensor:
-    """N(0, stddev^2) samples from a stateless seed: Box-Muller on Philox uniforms (tails to
-    5.6 sd). Same distribution as ``tf.random.stateless_normal``, whose CPU kernel is scalar and
-    cost more than the rest of a Langevin step's elementwise work."""
-    n = tf.reduce_prod(shape)
-    return tf.reshape(box_muller(uniform_pairs(n, seed, dtype), stddev)[:n], shape)
-
-
 class LangevinSampler(tf.Module):
     """Runs clipped Langevin chains downhill on an energy.
 
@@ -79,8 +66,8 @@ class LangevinSampler(tf.Module):
     def step(self, energy: EnergyFn, x: tf.Tensor, seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         """One Langevin step; ``seed`` is a stateless RNG seed of shape (2,). Returns the new
         state, the energy of the noised state and its (unclipped) gradient."""
-        if self.noise > 0:  # the same noise as gaussian(tf.shape(x), seed, self.noise)
-            x = add_noise(x, uniform_pairs(tf.size(x), seed, x.dtype), self.noise)
+        if self.noise > 0:
+            x = add_noise(x, seed, self.noise)
         e, grad = energy_and_grad(energy, x)
         return langevin_move(x, grad, self.step_size, self.grad_clip), e, grad
 

@@ -4,6 +4,7 @@ import shutil
 import numpy as np
 import pytest
 import tensorflow as tf
+from scipy import stats
 
 from ebm import kernels
 
@@ -60,18 +61,24 @@ def test_switched_off_or_failing_build_falls_back_to_tf_ops(fresh_library, monke
         kernels.swish_and_derivative(h, native=True)
 
 
-@pytest.mark.parametrize("n", [2 * 16 * 16 * 4, 301 * 3])  # even and odd element counts
-def test_fused_noise_matches_tf_ops_and_is_gaussian(n):
-    from ebm.sampler import gaussian, uniform_pairs
-
+@pytest.mark.parametrize("n", [2 * 64 * 16 * 16 * 4, 301 * 333])  # even and odd element counts
+def test_fused_noise_is_seeded_gaussian_like_the_tf_path(n):
     x = tf.zeros((n,))
     seed = tf.constant([7, 8])
-    u = uniform_pairs(n, seed)
-    fused = kernels.add_noise(x, u, 0.01, native=True).numpy()
-    np.testing.assert_allclose(fused, kernels.add_noise(x, u, 0.01, native=False).numpy(), atol=1e-6)
-    np.testing.assert_allclose(fused, np.clip(gaussian((n,), seed, 0.01).numpy(), -1, 1), atol=1e-6)
-    assert abs(fused.std() - 0.01) < 0.001
-    near_edge = kernels.add_noise(tf.fill((n,), 0.999), u, 0.01, native=True).numpy()
-    assert near_edge.max() == 1.0 and near_edge.min() < 0.999  # clipped to the unit range
-    with pytest.raises(tf.errors.InvalidArgumentError, match="uniforms must have shape"):
-        kernels.add_noise(x, u[:, :-1], 0.01, native=True)
+    fused = kernels.add_noise(x, seed, 0.01, native=True).numpy()
+    z = fused / 0.01
+    assert abs(z.mean()) < 0.01 and abs(z.std() - 1) < 0.01
+    assert stats.kstest(z, "norm").pvalue > 1e-3
+    assert abs(stats.kurtosis(z)) < 0.05
+    half = (n + 1) // 2
+    for a, b in ((z[:-1], z[1:]), (z[: n - half], z[half:])):  # neighbours; the cos/sin pair of one draw
+        assert abs(np.corrcoef(a, b)[0, 1]) < 0.01
+    tf_path = kernels.add_noise(x, seed, 0.01, native=False).numpy()
+    assert stats.ks_2samp(fused, tf_path).pvalue > 1e-3  # same distribution, another stream
+    np.testing.assert_array_equal(fused, kernels.add_noise(x, seed, 0.01, native=True).numpy())
+    other = kernels.add_noise(x, tf.constant([7, 9]), 0.01, native=True).numpy()
+    assert abs(np.corrcoef(fused, other)[0, 1]) < 0.01
+    edge = kernels.add_noise(tf.fill((n,), 0.999), seed, 0.01, native=True).numpy()
+    assert edge.max() == 1.0 and edge.min() < 0.999  # clipped to the unit range
+    with pytest.raises(tf.errors.InvalidArgumentError, match="seed must have 2 elements"):
+        kernels.add_noise(x, tf.constant([1, 2, 3]), 0.01, native=True)

@@ -37,6 +37,20 @@ def test_chain_energy_matches_the_network_and_its_gradient(fast_first_conv):
     np.testing.assert_array_equal(chain.from_state(state).numpy(), x.numpy())
 
 
+def test_chain_energy_gives_the_networks_weight_gradients():
+    keras.utils.set_random_seed(3)
+    net = build_energy_network(ModelConfig())
+    x = tf.random.stateless_uniform((6, 32, 32, 1), seed=[7, 8], minval=-1, maxval=1)
+    chain = chain_energy(net)
+    grads = []
+    for energy in (energy_fn(net), lambda images: chain.energy(chain.to_state(images))):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(energy(x) ** 2) + tf.reduce_mean(energy(-x))
+        grads.append(tape.gradient(loss, net.trainable_weights))
+    for ref, fast, w in zip(*grads, net.trainable_weights):
+        np.testing.assert_allclose(fast.numpy(), ref.numpy(), rtol=1e-4, atol=1e-6, err_msg=w.path)
+
+
 def test_optimised_sampler_matches_plain_formulation_without_noise():
     keras.utils.set_random_seed(1)
     fast = build_energy_network(ModelConfig(fast_first_conv=True))

@@ -4,7 +4,8 @@ import tensorflow as tf
 
 from scipy import stats
 
-from ebm.sampler import LangevinSampler, energy_and_grad, gaussian, split_count
+from ebm.kernels import gaussian
+from ebm.sampler import LangevinSampler, energy_and_grad, split_count
 
 
 def quadratic_energy(center: float = 0.3):
