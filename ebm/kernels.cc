@@ -19,6 +19,8 @@ using tensorflow::OpKernelConstruction;
 using tensorflow::OpKernelContext;
 using tensorflow::Tensor;
 
+inline float Clamp(float v, float lo, float hi) { return v < lo ? lo : (v > hi ? hi : v); }
+
 // swish(h) = h * sigmoid(h) and its derivative s + h s (1 - s), from one read of h.
 class EbmSwishOp : public OpKernel {
  public:
@@ -37,7 +39,7 @@ class EbmSwishOp : public OpKernel {
 #pragma omp simd
     for (int64_t i = 0; i < n; ++i) {
       const float x = hp[i];
-      const float xc = x < -80.0f ? -80.0f : (x > 80.0f ? 80.0f : x);
+      const float xc = Clamp(x, -80.0f, 80.0f);
       const float s = 1.0f / (1.0f + std::exp(-xc));
       const float y = x * s;
       ap[i] = y;
@@ -69,9 +71,7 @@ class EbmLangevinMoveOp : public OpKernel {
     const int64_t n = x.NumElements();
 #pragma omp simd
     for (int64_t i = 0; i < n; ++i) {
-      const float gi = gp[i] < -clip ? -clip : (gp[i] > clip ? clip : gp[i]);
-      const float v = xp[i] - step * gi;
-      op[i] = v < -1.0f ? -1.0f : (v > 1.0f ? 1.0f : v);
+      op[i] = Clamp(xp[i] - step * Clamp(gp[i], -clip, clip), -1.0f, 1.0f);
     }
   }
 
@@ -136,21 +136,18 @@ class EbmNoisyOp : public OpKernel {
     const float* xp = x.flat<float>().data();
     float* op = out->flat<float>().data();
     const float scale = -2.0f * stddev_ * stddev_;
-const int64_t pairs = n / 2;  // pairs whose sine half exists; an odd n leaves one cosine
+    const int64_t pairs = n / 2;  // pairs whose sine half exists; an odd n leaves one cosine
 #pragma omp simd
     for (int64_t j = 0; j < pairs; ++j) {
       float c, s;
       Normals(j, k0, k1, scale, &c, &s);
-      const float a = xp[j] + c;
-      const float b = xp[j + half] + s;
-      op[j] = a < -1.0f ? -1.0f : (a > 1.0f ? 1.0f : a);
-      op[j + half] = b < -1.0f ? -1.0f : (b > 1.0f ? 1.0f : b);
+      op[j] = Clamp(xp[j] + c, -1.0f, 1.0f);
+      op[j + half] = Clamp(xp[j + half] + s, -1.0f, 1.0f);
     }
     if (n % 2) {
       float c, s;
       Normals(half - 1, k0, k1, scale, &c, &s);
-      const float a = xp[half - 1] + c;
-      op[half - 1] = a < -1.0f ? -1.0f : (a > 1.0f ? 1.0f : a);
+      op[half - 1] = Clamp(xp[half - 1] + c, -1.0f, 1.0f);
     }
   }
 

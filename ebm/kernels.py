@@ -106,7 +106,7 @@ def _build() -> Path:
     if target.is_file():
         return target
     cache.mkdir(parents=True, exist_ok=True)
-    errors = []
+    error = "(no output)"
     for extra in FLAG_SETS:
         with tempfile.TemporaryDirectory(dir=cache) as tmp:
             out = Path(tmp) / target.name
@@ -117,8 +117,8 @@ def _build() -> Path:
             if done.returncode == 0:
                 os.replace(out, target)  # atomic: concurrent builders each write their own copy
                 return target
-            errors.append(done.stderr.strip().splitlines()[-1:] or ["(no output)"])
-    raise RuntimeError(f"{compiler} failed: {errors[-1][0]}")
+            error = (done.stderr.strip().splitlines() or [error])[-1]
+    raise RuntimeError(f"{compiler} failed: {error}")
 
 
 def _cpu_signature() -> str:

@@ -104,8 +104,8 @@ class LangevinSampler(tf.Module):
         x = tf.concat(out, axis=0) if len(out) > 1 else out[0]
         return (x, tf.add_n(traces)) if trace else x
 
-    def chain(self, energy: EnergyFn | ChainEnergy, x: tf.Tensor, record_at: Sequence[int] = (), record_first: int | None = None,
-              trace: bool = False):
+    def chain(self, energy: EnergyFn | ChainEnergy, x: tf.Tensor, record_at: Sequence[int] = (),
+              record_first: int | None = None, trace: bool = False):
         """Run ``self.steps`` compiled steps from ``x``, keeping the state of the first
         ``record_first`` chains (all by default) after each step in ``record_at`` (0 = start).
 

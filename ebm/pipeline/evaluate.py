@@ -39,7 +39,8 @@ def evaluate(params: Params, paths: EvaluatePaths, network=None, track: bool = T
         if e.longrun_factor > 1:
             more = dataclasses.replace(params.sampler, steps=params.sampler.steps * (e.longrun_factor - 1))
             sampler = generation_sampler(dataclasses.replace(params, sampler=more), n=min(len(samples), e.longrun_n))
-            longrun = lambda x: sampler.chain(chain_energy(network), x)[0].numpy()  # noqa: E731
+            chain = chain_energy(network)
+            longrun = lambda x: sampler.chain(chain, x)[0].numpy()  # noqa: E731
         result = evaluation.evaluate(energy, classifier, train.x, test.x, samples, seed=e.seed, longrun=longrun,
                                      batch_size=e.batch_size)
         metrics = result.metrics
