@@ -27,13 +27,16 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 BATCH, LANGEVIN_STEPS = 128, 60
 
-# name -> (what it is, model overrides, train overrides)
+# name -> (what it is, model overrides, train overrides, environment)
 VARIANTS = {
-    "reference": ("reference chapter, eager (run_eagerly, Python-list buffer)", None, None),
-    "ebm_plain": ("ebm, compiled graph, plain strided conv, one chain", {"fast_first_conv": False},
-                  {"sampler_splits": 1}),
-    "ebm": ("ebm, defaults (space-to-depth first conv, automatic sub-chains/threads)", {}, {}),
+    "reference": ("reference chapter, eager (run_eagerly, Python-list buffer)", None, None, {}),
+    "ebm_plain": ("ebm as a plain compiled TF graph: strided convs, one chain, TF ops only",
+                  {"fast_first_conv": False}, {"sampler_splits": 1}, {"EBM_NATIVE_KERNELS": "0"}),
+    "ebm_graph": ("ebm's TF-graph chain: s2d first conv, block state, fused elementwise kernels, 2 sub-chains",
+                  {}, {}, {"EBM_NATIVE_CHAIN": "0"}),
+    "ebm": ("ebm, defaults: the whole chain in one CPU op (ebm/chain.cc), CD update in TF", {}, {}, {}),
 }
+GENERATION = ("ebm_graph", "ebm")  # variants whose 256 x 1000 generation is timed
 
 
 def worker(variant: str, warmup: int) -> None:
@@ -43,7 +46,7 @@ def worker(variant: str, warmup: int) -> None:
     from ebm.config import ModelConfig, Params, SamplerConfig, TrainConfig
     from ebm.runtime import configure_threads
 
-    _, model_over, train_over = VARIANTS[variant]
+    _, model_over, train_over, _ = VARIANTS[variant]
     params = Params(
         model=ModelConfig(**(model_over or {})),
         train=TrainConfig(batch_size=BATCH, sampler=SamplerConfig(steps=LANGEVIN_STEPS), **(train_over or {})),
@@ -73,7 +76,7 @@ def worker(variant: str, warmup: int) -> None:
             float(logs["loss"])  # wait for the step to finish
             print(json.dumps({"step_s": time.perf_counter() - start}), flush=True)
         elif command.strip() == "finish":
-            out = generation(params) if variant == "ebm" else {}
+            out = generation(params) if variant in GENERATION else {}
             out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
             print(json.dumps(out), flush=True)
             return
@@ -87,7 +90,7 @@ class Worker:
         self.log = tempfile.TemporaryFile("w+")  # TF's start-up chatter; shown if the worker dies
         self.proc = subprocess.Popen([sys.executable, __file__, "--worker", variant, "--warmup", str(warmup)],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log,
-                                     text=True, bufsize=1)
+                                     text=True, bufsize=1, env={**os.environ, **VARIANTS[variant][3]})
         self.info = self._read()
         self.times: list[float] = []
 
@@ -193,26 +196,32 @@ def main() -> None:
     median = {name: statistics.median(w.times) for name, w in workers.items()}
     ref = median["reference"]
     print(f"{'variant':<11} {'s/step':>8} {'x ref':>7} {'GFLOP/s':>8} {'steps':>6}  what")
-    for name, (what, _, _) in VARIANTS.items():
+    for name, (what, *_) in VARIANTS.items():
         s = median[name]
         print(f"{name:<11} {s:8.3f} {ref / s:7.1f} {flops / s / 1e9:8.1f} {len(workers[name].times):6d}  {what}")
-    info = workers["ebm"].info
     print(f"interleaved: {args.rounds} rounds; the reference timed every {args.reference_every}. "
           f"ebm step times {min(workers['ebm'].times):.3f}-{max(workers['ebm'].times):.3f} s")
-    print(f"threads (ebm): intra-op {info.get('intra_op')}, inter-op {info.get('inter_op')}, "
-          f"sub-chains {info.get('sampler_splits')}")
+    for name in ("ebm_graph", "ebm"):
+        info = workers[name].info
+        chain = "whole-chain op" if info.get("native_chain") else "TF graph"
+        print(f"threads ({name}): {chain}, intra-op {info.get('intra_op')}, "
+              f"inter-op {info.get('inter_op')}, sub-chains {info.get('sampler_splits')}")
     fast = closing["ebm"]
-    print(f"generation 256 x 1000 steps: {fast['generate_256x1000_s']:.2f} s")
+    print("generation 256 x 1000 steps: " + ", ".join(f"{name} {closing[name]['generate_256x1000_s']:.2f} s"
+                                                      for name in GENERATION))
     print(f"machine: {os.cpu_count()} cores, fp32 matmul {gflops:.0f} GFLOP/s; a CD step is {flops / 1e9:.1f} GFLOP, "
           f"floor {floor:.3f} s/step; ebm is at {median['ebm'] / floor:.1f}x the floor")
     print(f"peak RSS (ebm worker): {fast['peak_rss_mb']:.0f} MB")
     summary = {
         "train_step_s": round(median["ebm"], 4),
         "train_step_plain_s": round(median["ebm_plain"], 4),
+        "train_step_graph_s": round(median["ebm_graph"], 4),
         "reference_step_s": round(ref, 4),
         "speedup": round(ref / median["ebm"], 2),
         "speedup_plain": round(ref / median["ebm_plain"], 2),
+        "speedup_graph": round(ref / median["ebm_graph"], 2),
         "generate_256x1000_s": round(fast["generate_256x1000_s"], 3),
+        "generate_256x1000_graph_s": round(closing["ebm_graph"]["generate_256x1000_s"], 3),
         "matmul_gflops": round(gflops, 1),
         "step_gflop": round(flops / 1e9, 2),
         "floor_step_s": round(floor, 4),

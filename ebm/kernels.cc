@@ -11,6 +11,7 @@
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/shape_inference.h"
+#include "random.h"
 
 namespace {
 
@@ -18,8 +19,8 @@ using tensorflow::OpKernel;
 using tensorflow::OpKernelConstruction;
 using tensorflow::OpKernelContext;
 using tensorflow::Tensor;
+using ebm::Clamp;
 
-inline float Clamp(float v, float lo, float hi) { return v < lo ? lo : (v > hi ? hi : v); }
 
 // swish(h) = h * sigmoid(h) and its derivative s + h s (1 - s), from one read of h.
 class EbmSwishOp : public OpKernel {
@@ -80,39 +81,6 @@ class EbmLangevinMoveOp : public OpKernel {
   float grad_clip_;
 };
 
-// Philox4x32-10 (Salmon et al. 2011, the generator behind TF's stateless ops): four 32-bit
-// words from a 128-bit counter and a 64-bit key. Plain integer code, so the loop vectorises.
-inline void Philox(uint32_t c0, uint32_t c1, uint32_t k0, uint32_t k1, uint32_t* r0, uint32_t* r1) {
-  uint32_t c2 = 0, c3 = 0;
-  for (int round = 0; round < 10; ++round) {
-    const uint64_t p0 = static_cast<uint64_t>(0xD2511F53u) * c0;
-    const uint64_t p1 = static_cast<uint64_t>(0xCD9E8D57u) * c2;
-    const uint32_t n0 = static_cast<uint32_t>(p1 >> 32) ^ c1 ^ k0;
-    const uint32_t n2 = static_cast<uint32_t>(p0 >> 32) ^ c3 ^ k1;
-    c1 = static_cast<uint32_t>(p1);
-    c3 = static_cast<uint32_t>(p0);
-    c0 = n0;
-    c2 = n2;
-    k0 += 0x9E3779B9u;
-    k1 += 0xBB67AE85u;
-  }
-  *r0 = c0;
-  *r1 = c1;
-}
-
-// Box-Muller on two 24-bit uniforms from Philox(counter j, key): sqrt(scale * log(1 - u0)) times
-// (cos, sin)(2 pi u1), scale = -2 stddev^2.
-inline void Normals(int64_t j, uint32_t k0, uint32_t k1, float scale, float* c, float* s) {
-  uint32_t b0, b1;
-  Philox(static_cast<uint32_t>(j), static_cast<uint32_t>(static_cast<uint64_t>(j) >> 32), k0, k1, &b0, &b1);
-  const float to_unit = 1.0f / 16777216.0f;  // 2^-24
-  const float r = std::sqrt(scale * std::log(1.0f - static_cast<float>(b0 >> 8) * to_unit));
-  const float t = 6.283185307179586f * static_cast<float>(b1 >> 8) * to_unit;
-  // cos as a shifted sin: GCC would fuse sin and cos into sincosf, which does not vectorise.
-  *c = r * std::sin(t + 1.5707963267948966f);
-  *s = r * std::sin(t);
-}
-
 // Gaussian noise added and clipped: y = clip(x + noise, -1, 1). Pair j of the flattened x
 // (elements j and j + ceil(n / 2)) takes Box-Muller on two 24-bit uniforms from Philox with
 // counter j and the seed as key: stddev * sqrt(-2 log(1 - u0)) * (cos, sin)(2 pi u1).
@@ -140,13 +108,14 @@ class EbmNoisyOp : public OpKernel {
 #pragma omp simd
     for (int64_t j = 0; j < pairs; ++j) {
       float c, s;
-      Normals(j, k0, k1, scale, &c, &s);
+      ebm::Normals(static_cast<uint32_t>(j), static_cast<uint32_t>(static_cast<uint64_t>(j) >> 32), 0, k0, k1, scale, &c, &s);
       op[j] = Clamp(xp[j] + c, -1.0f, 1.0f);
       op[j + half] = Clamp(xp[j + half] + s, -1.0f, 1.0f);
     }
     if (n % 2) {
       float c, s;
-      Normals(half - 1, k0, k1, scale, &c, &s);
+      ebm::Normals(static_cast<uint32_t>(half - 1), static_cast<uint32_t>(static_cast<uint64_t>(half - 1) >> 32), 0, k0, k1,
+                   scale, &c, &s);
       op[half - 1] = Clamp(xp[half - 1] + c, -1.0f, 1.0f);
     }
   }

@@ -1,14 +1,22 @@
-"""Fused CPU kernels for the Langevin chain's elementwise work, built on first use.
+"""CPU kernels for the Langevin chain, built on first use.
 
-TensorFlow runs elementwise math one op at a time, each op a full pass over memory, and on a
-CPU those passes cost about as much as the convolutions. ``kernels.cc`` does swish with its
-derivative, the clipped Langevin move, and Gaussian noise (Philox and Box-Muller) added and
-clipped, in one pass each. Same math as the TF ops below (tests compare them to float tolerance;
-the noise to its distribution, since the two paths draw different Philox streams).
+TensorFlow runs a Langevin step as some forty ops, each a pass over memory with its own
+overhead, and on a CPU that costs about as much as the convolutions. Two levels of help:
+
+- ``chain.cc``: the whole chain of :func:`ebm.network.build_energy_network`'s network in one op
+  (:func:`langevin_chain`): every image runs all its steps (noise, forward, input-gradient,
+  move) with its activations in cache, the convolutions as register-blocked implicit GEMMs, and
+  the images spread over TF's intra-op threads. Used by :func:`ebm.network.chain_energy` when
+  the network has that shape, on x86 CPUs with AVX-512 or AVX2 (see :func:`native_chain_enabled`).
+- ``kernels.cc``: swish with its derivative, the clipped Langevin move, and Gaussian noise
+  (Philox and Box-Muller, ``random.h``) added and clipped, one pass each, for the TF-graph chain.
+
+Same math as the TF ops (tests compare them to float tolerance; the noise to its distribution,
+since the paths draw different Philox streams).
 
 The library is compiled with the system C++ compiler against the installed TensorFlow, for
 this CPU (``-march=native``), into ``$EBM_KERNEL_CACHE`` (default ``~/.cache/ebm``), once per
-source, TensorFlow version and CPU: about 10 s the first time. Callers fall back to TF ops,
+source, TensorFlow version and CPU: about 30 s the first time. Callers fall back to TF ops,
 with the same results, when ``EBM_NATIVE_KERNELS=0``, when a GPU is visible (the kernels are
 CPU-only), or when the build fails (no compiler; the reason is printed once).
 """
@@ -28,7 +36,9 @@ from pathlib import Path
 
 import tensorflow as tf
 
-SOURCE = Path(__file__).with_name("kernels.cc")
+HERE = Path(__file__).parent
+SOURCES = [HERE / "kernels.cc", HERE / "chain.cc"]
+HEADERS = [HERE / "random.h", HERE / "vectors.h"]
 # Tried in order: GCC >= 12 with -march=native on an AVX512-FP16 CPU trips over Eigen's FP16
 # headers unless that extension is left out; older compilers do not know the flag.
 FLAG_SETS = (["-mno-avx512fp16"], [])
@@ -75,6 +85,33 @@ def gaussian(shape, seed: tf.Tensor, stddev: float, dtype=tf.float32) -> tf.Tens
     return tf.reshape(tf.concat([radius * tf.cos(angle), radius * tf.sin(angle)], 0)[:n], shape)
 
 
+def native_chain_enabled() -> bool:
+    """Whether :func:`langevin_chain` runs here: the kernels are built (CPU) and either
+    ``EBM_NATIVE_CHAIN=1``, or it is unset and the CPU has AVX-512 or AVX2, the vector widths the
+    op is tuned and tested for (measured here, an AVX2 build runs 1.5x slower than the AVX-512
+    one, a plain SSE2 build 5.7x). ``EBM_NATIVE_CHAIN=0`` switches it off."""
+    switch = os.environ.get("EBM_NATIVE_CHAIN", "")
+    if switch == "0" or library() is None:
+        return False
+    flags = _cpu_signature().split()
+    return switch == "1" or "avx512f" in flags or "avx2" in flags
+
+
+def langevin_chain(x: tf.Tensor, seed: tf.Tensor, steps, conv_kernels, conv_biases, dense_kernel, dense_bias,
+                   out_kernel, out_bias, step_size: float, noise: float, grad_clip: float):
+    """Run ``steps`` Langevin steps of ``build_energy_network``'s energy from ``x`` (B, H, W, 1).
+
+    The network is given by its weights: stride-2 "SAME" swish convolutions (HWIO kernels),
+    flatten, a swish dense layer, a linear dense layer to E(x). Each step adds N(0, noise^2)
+    (Philox keyed by ``seed``, counter by pixel pair, image and step) and clips to [-1, 1], then
+    moves ``-step_size * clip(dE/dx, +-grad_clip)`` and clips again, as :class:`ebm.sampler.LangevinSampler`.
+    Returns the final states and per-step sums over the batch, (steps, 4): E, E^2, |grad|, |grad|^2."""
+    ops = _ops(True)
+    return ops.ebm_langevin_chain(x, tf.cast(seed, tf.int32), tf.cast(steps, tf.int32), list(conv_kernels),
+                                  list(conv_biases), dense_kernel, dense_bias, out_kernel, out_bias,
+                                  step_size=float(step_size), noise=float(noise), grad_clip=float(grad_clip))
+
+
 def _ops(native: bool | None):
     ops = library() if native is None or native else None
     if native and ops is None:
@@ -99,7 +136,8 @@ def _build() -> Path:
     if not compiler:
         raise RuntimeError("no C++ compiler found (install g++)")
     key = hashlib.sha256()
-    for part in (SOURCE.read_bytes(), tf.__version__.encode(), compiler.encode(), _cpu_signature().encode()):
+    for part in (*(f.read_bytes() for f in SOURCES + HEADERS), tf.__version__.encode(), compiler.encode(),
+                 _cpu_signature().encode()):
         key.update(part)
     cache = Path(os.environ.get("EBM_KERNEL_CACHE", Path.home() / ".cache" / "ebm"))
     target = cache / f"ebm_kernels_{key.hexdigest()[:16]}.so"
@@ -110,8 +148,9 @@ def _build() -> Path:
     for extra in FLAG_SETS:
         with tempfile.TemporaryDirectory(dir=cache) as tmp:
             out = Path(tmp) / target.name
-            cmd = [compiler, "-shared", "-fPIC", "-O3", "-march=native", *extra, "-fopenmp-simd", "-ffast-math",
-                   "-w", *tf.sysconfig.get_compile_flags(), str(SOURCE), "-o", str(out),
+            cmd = [compiler, "-shared", "-fPIC", "-fvisibility=hidden", "-O3", "-march=native", *extra,
+                   "-fopenmp-simd", "-ffast-math",
+                   "-w", *tf.sysconfig.get_compile_flags(), *map(str, SOURCES), "-o", str(out),
                    *tf.sysconfig.get_link_flags(), "-lmvec"]
             done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
             if done.returncode == 0:

@@ -124,9 +124,11 @@ def swish(h):
 def chain_energy(network: keras.Model) -> ChainEnergy:
     """E(x) of ``network`` in the form a Langevin chain runs fastest, same values and gradients.
 
-    The chain's state is kept in 2x2-block layout when the first layer can read it directly
-    (:meth:`StridedConv2D.call_on_blocks`), and swish layers use :func:`swish`. Layers it does
-    not know are called as they are. For a layer-after-layer network like
+    On a CPU, a network of :func:`build_energy_network`'s shape gets the whole-chain op
+    (``native``, see :func:`ebm.kernels.langevin_chain`). The step-by-step form, used otherwise
+    and for the CD update, keeps the chain's state in 2x2-block layout when the first layer can
+    read it directly (:meth:`StridedConv2D.call_on_blocks`), and swish layers use :func:`swish`.
+    Layers it does not know are called as they are. For a layer-after-layer network like
     :func:`build_energy_network`'s (tests compare energies and gradients with the network's)."""
     layers = [layer for layer in network.layers if not isinstance(layer, keras.layers.InputLayer)]
     first = layers[0]
@@ -139,9 +141,40 @@ def chain_energy(network: keras.Model) -> ChainEnergy:
             y = _fast_call(layer, y)
         return tf.squeeze(y, axis=-1)
 
+    native = _native_chain(network, layers) if kernels.native_chain_enabled() else None
     if blocks:
-        return ChainEnergy(energy, lambda x: tf.nn.space_to_depth(x, 2), lambda z: tf.nn.depth_to_space(z, 2))
-    return ChainEnergy(energy)
+        return ChainEnergy(energy, lambda x: tf.nn.space_to_depth(x, 2), lambda z: tf.nn.depth_to_space(z, 2), native)
+    return ChainEnergy(energy, native=native)
+
+
+def _native_chain(network: keras.Model, layers):
+    """The whole-chain CPU op (:func:`ebm.kernels.langevin_chain`) for a network of
+    :func:`build_energy_network`'s shape (one-channel images; stride-2 "same" swish convolutions
+    with bias; flatten; swish dense; linear dense to one unit), else None."""
+    *convs, flatten, dense, out = layers if len(layers) >= 4 else (None,) * 4
+    swish_layer = lambda layer: keras.activations.serialize(layer.activation) in ("silu", "swish")  # noqa: E731
+
+    def is_conv(layer):
+        if isinstance(layer, StridedConv2D):
+            return swish_layer(layer)
+        return (type(layer) is keras.layers.Conv2D and tuple(layer.strides) == (2, 2) and layer.padding == "same"
+                and layer.use_bias and layer.groups == 1 and layer.data_format == "channels_last"
+                and tuple(layer.dilation_rate) == (1, 1) and layer.kernel_size[0] == layer.kernel_size[1]
+                and swish_layer(layer))
+
+    supported = (network.input_shape[-1] == 1 and convs and all(is_conv(c) for c in convs)
+                 and type(flatten) is keras.layers.Flatten
+                 and type(dense) is keras.layers.Dense and dense.use_bias and swish_layer(dense)
+                 and type(out) is keras.layers.Dense and out.use_bias and out.units == 1
+                 and keras.activations.serialize(out.activation) == "linear")
+    if not supported:
+        return None
+
+    def run(x, seed, steps, step_size, noise, grad_clip):
+        return kernels.langevin_chain(x, seed, steps, [c.kernel for c in convs], [c.bias for c in convs],
+                                      dense.kernel, dense.bias, out.kernel, out.bias, step_size, noise, grad_clip)
+
+    return run
 
 
 def _activation(layer):

@@ -27,11 +27,16 @@ class ChainEnergy(NamedTuple):
     The Langevin update is elementwise and its noise i.i.d., so running the chain on any fixed
     rearrangement of the pixels (such as the 2x2 blocks a network's first layer reads directly,
     see :func:`ebm.network.chain_energy`) is the same chain. A plain ``EnergyFn`` is run as is.
+
+    ``native``, when set, runs a whole chain at once on images:
+    ``native(x, seed, steps, step_size, noise, grad_clip) -> (final x, per-step sums (steps, 4))``
+    with the same update and trace as the step-by-step loop (:func:`ebm.kernels.langevin_chain`).
     """
 
     energy: EnergyFn
     to_state: Callable[[tf.Tensor], tf.Tensor] = _identity
     from_state: Callable[[tf.Tensor], tf.Tensor] = _identity
+    native: Callable | None = None
 
 
 def energy_and_grad(energy: EnergyFn, x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
@@ -47,7 +52,8 @@ class LangevinSampler(tf.Module):
     """Runs clipped Langevin chains downhill on an energy.
 
     ``splits`` > 1 runs the batch as that many independent sub-chains in one graph, which TF
-    can schedule on different cores (useful on CPUs with few cores, neutral elsewhere). The
+    can schedule on different cores (useful on CPUs with few cores, neutral elsewhere; a
+    :class:`ChainEnergy` with a ``native`` chain spreads its images over the cores itself). The
     noise comes from a stateless generator keyed by a seed drawn from ``self.rng`` per run, so
     the sub-chains share no state and the result does not depend on the scheduling.
     """
@@ -78,6 +84,9 @@ class LangevinSampler(tf.Module):
         sum E, sum E^2, sum |grad|, sum |grad|^2 (see :func:`trace_table`)."""
         space = energy if isinstance(energy, ChainEnergy) else ChainEnergy(energy)
         steps = self.steps if steps is None else steps
+        if space.native is not None:  # one op runs every chain, on all cores: no sub-chains needed
+            x, sums = space.native(x, self.rng.make_seeds(1)[:, 0], steps, self.step_size, self.noise, self.grad_clip)
+            return (x, sums) if trace else x
         n = x.shape[0]
         splits = min(self.splits, n) if n is not None else 1
         seeds = self.rng.make_seeds(splits)  # (2, splits)
