@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include "tensorflow/core/framework/common_shape_fns.h"
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/shape_inference.h"
@@ -143,10 +144,7 @@ REGISTER_OP("EbmLangevinMove")
     .Attr("step_size: float")
     .Attr("grad_clip: float")
     .Output("y: float")
-    .SetShapeFn([](tensorflow::shape_inference::InferenceContext* c) {
-      c->set_output(0, c->input(0));
-      return absl::OkStatus();
-    });
+    .SetShapeFn(tensorflow::shape_inference::UnchangedShape);
 REGISTER_KERNEL_BUILDER(Name("EbmLangevinMove").Device(tensorflow::DEVICE_CPU), EbmLangevinMoveOp);
 
 REGISTER_OP("EbmNoisy")
@@ -154,8 +152,5 @@ REGISTER_OP("EbmNoisy")
     .Input("seed: int32")
     .Attr("stddev: float")
     .Output("y: float")
-    .SetShapeFn([](tensorflow::shape_inference::InferenceContext* c) {
-      c->set_output(0, c->input(0));
-      return absl::OkStatus();
-    });
+    .SetShapeFn(tensorflow::shape_inference::UnchangedShape);
 REGISTER_KERNEL_BUILDER(Name("EbmNoisy").Device(tensorflow::DEVICE_CPU), EbmNoisyOp);
