@@ -29,14 +29,16 @@ class ReplayBuffer(tf.Module):
     def _uniform(self, n) -> tf.Tensor:
         return self.rng.uniform((n, *self.image_shape), minval=-1.0, maxval=1.0)
 
-    def sample(self) -> tf.Tensor:
-        """A batch of chain starts: fresh noise in the first Binomial(batch, p) rows, replays after."""
+    def sample(self, with_mask: bool = False):
+        """A batch of chain starts: fresh noise in the first Binomial(batch, p) rows, replays
+        after; with ``with_mask``, also the boolean (batch,) mask of the fresh rows."""
         n_fresh = self.rng.binomial([], counts=float(self.batch_size), probs=self.fresh_fraction, dtype=tf.int32)
         idx = self.rng.uniform([self.batch_size], minval=0, maxval=self.size, dtype=tf.int32)
         replay = tf.gather(self.examples, idx)
         fresh = self._uniform(self.batch_size)
         is_fresh = tf.range(self.batch_size) < n_fresh
-        return tf.where(is_fresh[:, None, None, None], fresh, replay)
+        starts = tf.where(is_fresh[:, None, None, None], fresh, replay)
+        return (starts, is_fresh) if with_mask else starts
 
     def push(self, x: tf.Tensor) -> None:
         """Store a batch of refined negatives over the oldest examples."""

@@ -1,4 +1,5 @@
-"""Keras callbacks the train stage attaches: history CSV, checkpoints, divergence guard, MLflow."""
+"""Keras callbacks the train stage attaches: history CSV, checkpoints, divergence guard, MLflow,
+and a watch on the class coverage of the replay buffer."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import tempfile
 from pathlib import Path
 
 import keras
+import numpy as np
 import pandas as pd
 
 
@@ -61,8 +63,31 @@ class DivergenceGuard(keras.callbacks.Callback):
         return self.reason is None and self._check(logs, f"the end of epoch {self.epoch}")
 
 
+class BufferCoverage(keras.callbacks.Callback):
+    """Every ``every`` epochs (and after the first), adds to the epoch's logs the class coverage
+    of the ``n`` newest replay-buffer negatives, each labelled by its nearest real training image
+    (``buffer_coverage``: :func:`ebm.metrics.coverage` of those labels, 1 = all ten digits
+    equally, 0 = one), and their median distance to that image
+    (``buffer_nn_dist``). Attach it before the callbacks that record the logs."""
+
+    def __init__(self, reference, labels, every: int, n: int):
+        super().__init__()
+        self.reference, self.labels, self.every, self.n = reference, labels, every, n
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None or (epoch + 1) % self.every and epoch:
+            return
+        from ebm import metrics
+
+        samples = self.model.buffer.newest(self.n).numpy()
+        dist, idx = metrics.nearest(samples, self.reference)
+        logs["buffer_coverage"] = metrics.coverage(np.eye(10)[self.labels[idx]])
+        logs["buffer_nn_dist"] = float(np.median(dist))
+
+
 class EnergyCheckpoint(keras.callbacks.Callback):
-    """Saves the energy network (``model.energy_net``) after every healthy epoch."""
+    """Saves the network to sample from (``model.sampling_network()``: the moving average of the
+    weights when the model keeps one) after every healthy epoch."""
 
     def __init__(self, path: str | Path, guard: DivergenceGuard):
         super().__init__()
@@ -73,7 +98,7 @@ class EnergyCheckpoint(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if self.guard.healthy(logs):
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.model.energy_net.save(self.path)
+            self.model.sampling_network().save(self.path)
             self.saved_epoch = epoch + 1
 
 

@@ -92,6 +92,10 @@ class TrainConfig:
     intra_op_threads: int = 0
     inter_op_threads: int = 0
     max_abs_energy: float = 1e4
+    ema_decay: float = 0.0
+    buffer_shift: int = 0
+    monitor_every: int = 5
+    monitor_n: int = 500
 
     def __post_init__(self):
         _check(self.epochs >= 1, "epochs", f"must be >= 1; got {self.epochs}")
@@ -106,6 +110,10 @@ class TrainConfig:
         _check(self.intra_op_threads >= 0, "intra_op_threads", "must be >= 0 (0 = automatic)")
         _check(self.inter_op_threads >= 0, "inter_op_threads", "must be >= 0 (0 = automatic)")
         _check(self.max_abs_energy > 0, "max_abs_energy", "must be > 0")
+        _check(0 <= self.ema_decay < 1, "ema_decay", f"must be in [0, 1) (0 = no moving average); got {self.ema_decay}")
+        _check(self.buffer_shift >= 0, "buffer_shift", f"must be >= 0 pixels (0 = off); got {self.buffer_shift}")
+        _check(self.monitor_every >= 1, "monitor_every", f"must be >= 1; got {self.monitor_every}")
+        _check(self.monitor_n >= 2, "monitor_n", f"must be >= 2; got {self.monitor_n}")
 
 
 @dataclass(frozen=True)
@@ -129,11 +137,18 @@ class ClassifierConfig:
     batch_size: int = 128
     learning_rate: float = 1e-3
     seed: int = 0
+    members: int = 3
+    outlier_share: float = 0.5
+    calibration_fraction: float = 0.1
 
     def __post_init__(self):
         _check(self.epochs >= 1, "epochs", f"must be >= 1; got {self.epochs}")
         _check(self.batch_size >= 1, "batch_size", "must be >= 1")
         _check(self.learning_rate > 0, "learning_rate", "must be > 0")
+        _check(self.members >= 1, "members", f"must be >= 1; got {self.members}")
+        _check(self.outlier_share >= 0, "outlier_share", f"must be >= 0 (0 = no outlier exposure); got {self.outlier_share}")
+        _check(0 <= self.calibration_fraction < 1, "calibration_fraction",
+               f"must be in [0, 1) (0 = no temperature scaling); got {self.calibration_fraction}")
 
 
 @dataclass(frozen=True)
@@ -141,12 +156,20 @@ class EvaluateConfig:
     seed: int = 0
     batch_size: int = 500
     longrun_factor: int = 5
-    longrun_n: int = 100
+    longrun_n: int = 250
+    longrun_max_fid_ratio: float = 3.0
+    longrun_min_coverage: float = 0.95
+    longrun_max_confident_drop: float = 0.1
 
     def __post_init__(self):
         _check(self.batch_size >= 1, "batch_size", "must be >= 1")
         _check(self.longrun_factor >= 1, "longrun_factor", "must be >= 1 (1 = no long-run check)")
         _check(self.longrun_n >= 2, "longrun_n", "must be >= 2")
+        _check(self.longrun_max_fid_ratio > 0, "longrun_max_fid_ratio", f"must be > 0; got {self.longrun_max_fid_ratio}")
+        _check(0 <= self.longrun_min_coverage <= 1, "longrun_min_coverage",
+               f"must be in [0, 1]; got {self.longrun_min_coverage}")
+        _check(0 <= self.longrun_max_confident_drop <= 1, "longrun_max_confident_drop",
+               f"must be in [0, 1]; got {self.longrun_max_confident_drop}")
 
 
 @dataclass(frozen=True)

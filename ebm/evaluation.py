@@ -4,12 +4,14 @@
   precision/recall; class coverage and confident share; memorisation (nearest training image);
 * out-of-distribution detection with the energy as score (AUROC per kind of outlier);
 * energies of real, noise and generated images; the real-vs-noise cdiv of the reference;
-* a long-run check: do samples stay digits when the chain runs several times longer?
+* a long-run check: do samples stay digits when the chain runs several times longer? Judged
+  by absolute gates (:class:`LongrunGates`), not only against the samples' own start, so a
+  model that has already collapsed does not pass.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -35,6 +37,17 @@ def ood_sets(test_x: np.ndarray, seed: int) -> dict[str, np.ndarray]:
     return sets
 
 
+@dataclass(frozen=True)
+class LongrunGates:
+    """``longrun_stable`` = 1 when the long-run samples have FID <= ``max_fid_ratio`` x the
+    real-vs-real floor at the same sample size, class coverage >= ``min_coverage``, and a
+    confident share at most ``max_confident_drop`` below the samples' own."""
+
+    max_fid_ratio: float = 3.0
+    min_coverage: float = 0.95
+    max_confident_drop: float = 0.1
+
+
 @dataclass
 class Evaluation:
     metrics: dict[str, float]
@@ -42,10 +55,10 @@ class Evaluation:
     ood_energies: dict[str, np.ndarray]
     ood_auroc: dict[str, float]
     class_hist: np.ndarray
+    sample_probs: np.ndarray  # (N, 10) classifier probabilities of the samples
     nn_generated: np.ndarray
     nn_test: np.ndarray
     longrun_samples: np.ndarray | None = None
-    extra: dict = field(default_factory=dict)
 
 
 def energies_of(energy, x: np.ndarray, batch_size: int = 500) -> np.ndarray:
@@ -53,11 +66,13 @@ def energies_of(energy, x: np.ndarray, batch_size: int = 500) -> np.ndarray:
 
 
 def evaluate(energy, classifier, train_x: np.ndarray, test_x: np.ndarray, samples: np.ndarray, seed: int = 0,
-             longrun=None, batch_size: int = 500) -> Evaluation:
+             longrun=None, longrun_n: int = 500, gates: LongrunGates = LongrunGates(),
+             batch_size: int = 500) -> Evaluation:
     """All metrics for ``samples`` drawn from ``energy`` (a function x -> E(x)).
 
-    ``longrun``: optional callable ``samples -> samples`` that runs the chains further; its
-    output is scored like the samples under ``longrun_*`` names.
+    ``longrun``: optional callable ``samples -> samples`` that runs the chains further; the
+    first ``longrun_n`` samples go through it and the result is scored under ``longrun_*``
+    names, against ``gates``.
     """
     rng = np.random.default_rng(seed)
     extract = FeatureExtractor(classifier)
@@ -66,7 +81,7 @@ def evaluate(energy, classifier, train_x: np.ndarray, test_x: np.ndarray, sample
     n = min(len(samples), len(test_x))  # compare sets of equal size, each a random subset
     f_ref = f_test[rng.choice(len(test_x), n, replace=False)]
     f_gen_n = f_gen[rng.choice(len(samples), n, replace=False)]
-    f_train, _ = extract(train_x[rng.choice(len(train_x), n, replace=False)])
+    f_train = _train_features(extract, train_x, n, rng)
     kid, kid_std = M.kernel_inception_distance(f_gen, f_test, seed=seed)
     precision, recall = M.precision_recall(f_ref, f_gen_n)
 
@@ -96,21 +111,35 @@ def evaluate(energy, classifier, train_x: np.ndarray, test_x: np.ndarray, sample
         "energy_generated": float(e["generated"].mean()),
         **{f"auroc_{name.replace(' ', '_').replace('-', '_')}": v for name, v in aurocs.items()},
     }
-    result = Evaluation(values, e, ood_e, aurocs, M.class_histogram(p_gen), nn_gen, nn_test)
+    result = Evaluation(values, e, ood_e, aurocs, M.class_histogram(p_gen), p_gen, nn_gen, nn_test)
     if longrun is not None:
-        k = min(len(samples), 100)
+        k = min(len(samples), longrun_n)
         more = np.asarray(longrun(samples[:k]))
         f_long, p_long = extract(more)
-        f_base, p_base = f_gen[:k], p_gen[:k]
+        m = min(k, len(test_x), len(train_x))
+        f_ref_k, f_train_k = f_test[rng.choice(len(test_x), m, replace=False)], _train_features(extract, train_x, m, rng)
         values.update({
+            "longrun_n": float(k),
             "longrun_confident_share": M.confident_share(p_long),
-            "longrun_confident_share_before": M.confident_share(p_base),
+            "longrun_confident_share_before": M.confident_share(p_gen[:k]),
+            "longrun_coverage": M.coverage(p_long),
+            "longrun_coverage_before": M.coverage(p_gen[:k]),
             "longrun_energy": float(energies_of(energy, more, batch_size).mean()),
             "longrun_energy_before": float(e["generated"][:k].mean()),
-            "longrun_fid": M.frechet_distance(f_long, f_ref[:k]),
-            "longrun_fid_before": M.frechet_distance(f_base, f_ref[:k]),
+            "longrun_fid": M.frechet_distance(f_long, f_ref_k),
+            "longrun_fid_before": M.frechet_distance(f_gen[:k], f_ref_k),
+            "longrun_fid_floor": M.frechet_distance(f_train_k, f_ref_k),
+            "longrun_kid": M.kernel_inception_distance(f_long, f_test, seed=seed)[0],
+            "longrun_kid_before": M.kernel_inception_distance(f_gen[:k], f_test, seed=seed)[0],
         })
-        values["longrun_stable"] = float(values["longrun_confident_share"] >= values["longrun_confident_share_before"] - 0.1
-                                         and values["longrun_fid"] <= 1.5 * values["longrun_fid_before"] + 1.0)
+        values["longrun_stable"] = float(
+            values["longrun_fid"] <= gates.max_fid_ratio * values["longrun_fid_floor"]
+            and values["longrun_coverage"] >= gates.min_coverage
+            and values["longrun_confident_share"] >= values["longrun_confident_share_before"] - gates.max_confident_drop)
         result.longrun_samples = more
     return result
+
+
+def _train_features(extract, train_x: np.ndarray, n: int, rng) -> np.ndarray:
+    """Features of ``n`` random training digits."""
+    return extract(train_x[rng.choice(len(train_x), n, replace=False)])[0]

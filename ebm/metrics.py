@@ -68,15 +68,21 @@ def confident_share(probs: np.ndarray, threshold: float = 0.9) -> float:
 
 def nearest_distances(queries: np.ndarray, reference: np.ndarray, batch: int = 512) -> np.ndarray:
     """Euclidean distance from each query to its nearest reference (rows flattened)."""
+    return nearest(queries, reference, batch)[0]
+
+
+def nearest(queries: np.ndarray, reference: np.ndarray, batch: int = 512) -> tuple[np.ndarray, np.ndarray]:
+    """For each query, the Euclidean distance to its nearest reference and that reference's index."""
     q = np.asarray(queries, np.float32).reshape(len(queries), -1)
     r = np.asarray(reference, np.float32).reshape(len(reference), -1)
     r_sq = (r * r).sum(1)
-    out = np.empty(len(q), np.float32)
+    dist, idx = np.empty(len(q), np.float32), np.empty(len(q), np.int64)
     for i in range(0, len(q), batch):
         block = q[i:i + batch]
         d2 = (block * block).sum(1)[:, None] - 2 * block @ r.T + r_sq[None, :]
-        out[i:i + batch] = np.sqrt(np.maximum(d2.min(1), 0.0))
-    return out
+        idx[i:i + batch] = d2.argmin(1)
+        dist[i:i + batch] = np.sqrt(np.maximum(d2[np.arange(len(block)), idx[i:i + batch]], 0.0))
+    return dist, idx
 
 
 def _kth_neighbour_radius(x: np.ndarray, k: int) -> np.ndarray:

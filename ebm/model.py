@@ -9,6 +9,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from ebm.augment import random_shift
 from ebm.buffer import ReplayBuffer
 from ebm.kernels import add_noise
 from ebm.losses import contrastive_divergence, energy_regulariser
@@ -22,18 +23,28 @@ class ContrastiveDivergenceModel(keras.Model):
     Metrics (energies, so lower = more data-like): ``loss`` = cdiv + reg, ``cdiv``,
     ``reg`` = alpha * mean(E_real^2 + E_fake^2), ``real`` = mean E(real), ``fake`` = mean E(negatives). ``test_step`` scores real
     test images against uniform noise (``cdiv``, ``real``, ``fake``).
+
+    ``buffer_shift`` > 0 moves each replayed chain start by a random offset of up to that many
+    pixels before its chain runs (:func:`ebm.augment.random_shift`). ``ema_decay`` > 0 keeps an
+    exponential moving average of the weights (:func:`ema_update`) after every step;
+    :meth:`sampling_network` is the network with those weights, the one to sample from.
     """
 
     def __init__(self, energy_net: keras.Model, sampler: LangevinSampler, buffer: ReplayBuffer,
-                 alpha: float = 0.1, real_noise: float = 0.005, seed: int = 0, **kwargs):
+                 alpha: float = 0.1, real_noise: float = 0.005, seed: int = 0, buffer_shift: int = 0,
+                 ema_decay: float = 0.0, **kwargs):
         super().__init__(**kwargs)
         self.energy_net = energy_net
         self.sampler = sampler
         self.buffer = buffer
         self.alpha = alpha
         self.real_noise = real_noise
+        self.buffer_shift = buffer_shift
+        self.ema_decay = ema_decay
         self.rng = tf.random.Generator.from_seed(seed)
         self.chain_energy = chain_energy(energy_net)
+        self.ema_weights = [tf.Variable(w, trainable=False, name="ema") for w in energy_net.weights] \
+            if ema_decay > 0 else []
         self.trackers = {name: keras.metrics.Mean(name=name) for name in ("loss", "cdiv", "reg", "real", "fake")}
 
     @property
@@ -50,7 +61,7 @@ class ContrastiveDivergenceModel(keras.Model):
         real = self._images(data)
         if self.real_noise > 0:
             real = add_noise(real, self.rng.make_seeds(1)[:, 0], self.real_noise)
-        fake = self.sampler.run(self.chain_energy, self.buffer.sample())
+        fake = self.sampler.run(self.chain_energy, self._starts())
         self.buffer.push(fake)
         chain = self.chain_energy  # the network's fast form: same energies and gradients
         with tf.GradientTape() as tape:
@@ -60,7 +71,27 @@ class ContrastiveDivergenceModel(keras.Model):
             loss = cdiv + reg
         weights = self.energy_net.trainable_weights
         self.optimizer.apply_gradients(zip(tape.gradient(loss, weights), weights))
+        if self.ema_weights:
+            ema_update(self.ema_weights, self.energy_net.weights, self.ema_decay)
         return self._update(loss=loss, cdiv=cdiv, reg=reg, real=tf.reduce_mean(e_real), fake=tf.reduce_mean(e_fake))
+
+    def _starts(self):
+        """Chain starts from the buffer; replayed ones shifted when ``buffer_shift`` > 0 (fresh
+        noise gains nothing from a shift)."""
+        starts, fresh = self.buffer.sample(with_mask=True)
+        if self.buffer_shift <= 0:
+            return starts
+        shifted = random_shift(starts, self.rng.make_seeds(1)[:, 0], self.buffer_shift)
+        return tf.where(fresh[:, None, None, None], starts, shifted)
+
+    def sampling_network(self) -> keras.Model:
+        """The network to sample from: a copy holding the moving-average weights when
+        ``ema_decay`` > 0, else the trained network itself."""
+        if not self.ema_weights:
+            return self.energy_net
+        clone = keras.models.clone_model(self.energy_net)
+        clone.set_weights([w.numpy() for w in self.ema_weights])
+        return clone
 
     def test_step(self, data):
         real = self._images(data)
@@ -77,3 +108,9 @@ class ContrastiveDivergenceModel(keras.Model):
     @staticmethod
     def _images(data):
         return data[0] if isinstance(data, (tuple, list)) else data
+
+
+def ema_update(averages, values, decay: float) -> None:
+    """``average <- decay * average + (1 - decay) * value`` for each pair of variables."""
+    for average, value in zip(averages, values):
+        average.assign(decay * average + (1.0 - decay) * value)

@@ -93,10 +93,19 @@ def save_energy_histogram(energies: Mapping[str, np.ndarray], path: str | Path, 
 
 
 def save_loss_curves(history: pd.DataFrame, path: str | Path) -> Path:
-    """Per-epoch training metrics: losses on the left, mean energies on the right."""
+    """Per-epoch training metrics: losses, mean energies and, when the history has it, the
+    replay buffer's class coverage (measured every few epochs)."""
     epoch = history["epoch"] if "epoch" in history else np.arange(1, len(history) + 1)
-    with _figure(path, 1, 2, (10, 3.5)) as (_, axes):
-        left, right = axes[0]
+    watched = "buffer_coverage" in history
+    with _figure(path, 1, 3 if watched else 2, (15 if watched else 10, 3.5)) as (_, axes):
+        left, right = axes[0][:2]
+        if watched:
+            seen = history["buffer_coverage"].notna()
+            axes[0][2].plot(epoch[seen], history["buffer_coverage"][seen], marker="o")
+            axes[0][2].set_ylim(0, 1.02)
+            axes[0][2].set_title("class coverage of the replay buffer")
+            axes[0][2].set_xlabel("epoch")
+            axes[0][2].grid(alpha=0.3)
         for col in ("loss", "cdiv", "reg", "val_cdiv"):
             if col in history:
                 left.plot(epoch, history[col], marker=".", label=col)
@@ -162,4 +171,28 @@ def save_distance_histogram(distances: Mapping[str, np.ndarray], path: str | Pat
         ax.set_xlabel("L2 distance to the nearest training image (pixels in [-1, 1])")
         ax.set_ylabel("density")
         ax.legend(fontsize=8)
+    return Path(path)
+
+
+def save_by_class(images: np.ndarray, probs: np.ndarray, path: str | Path, per_class: int = 12) -> Path:
+    """One row per predicted class: its ``per_class`` most confident samples, left to right,
+    labelled with the class, its share of all samples and its confident share (p >= 0.9)."""
+    images, probs = np.asarray(images), np.asarray(probs)
+    pred, conf = probs.argmax(1), probs.max(1)
+    blank = -np.ones_like(images[:1])
+    rows, labels = [], []
+    for c in range(probs.shape[1]):
+        members = np.flatnonzero(pred == c)
+        members = members[np.argsort(-conf[members])][:per_class]
+        rows.append(np.concatenate([images[members], np.repeat(blank, per_class - len(members), axis=0)]))
+        share = np.mean(pred == c)
+        sure = np.mean(conf[pred == c] >= 0.9) if share else 0.0
+        labels.append(f"{c}: {share:.0%} of all, {sure:.0%} sure")
+    mosaic = tile(np.concatenate(rows), ncols=per_class)
+    height = mosaic.shape[0] / probs.shape[1]
+    with _figure(path, figsize=(per_class * 0.55 + 2.2, probs.shape[1] * 0.55 + 0.4)) as (_, axes):
+        ax = axes[0, 0]
+        ax.imshow(mosaic, cmap="gray", vmin=0, vmax=255)
+        ax.set_yticks([height * (r + 0.5) for r in range(probs.shape[1])], labels, fontsize=8)
+        ax.set_xticks([])
     return Path(path)

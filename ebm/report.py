@@ -8,8 +8,8 @@ import mimetypes
 from pathlib import Path
 from typing import Mapping, Sequence
 
-SECTIONS = ("Metrics", "Samples", "Langevin chains", "Training", "Energies", "Out-of-distribution detection",
-            "Chain health", "Coverage and memorisation", "Long-run check")
+SECTIONS = ("Metrics", "Samples", "What the classifier reads", "Langevin chains", "Training", "Energies",
+            "Out-of-distribution detection", "Chain health", "Coverage and memorisation", "Long-run check")
 
 STYLE = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}
 table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}

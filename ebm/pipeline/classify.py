@@ -1,4 +1,8 @@
-"""Stage classifier: the digit classifier whose features the quality metrics use."""
+"""Stage classifier: the digit classifier whose features and confidence the quality metrics use.
+
+Besides test accuracy it records the confident share (p >= 0.9) on real test digits and on
+the same digits broken on purpose (:mod:`ebm.corruptions`), so a reader sees how strict the
+judge is: ``confident_real`` high, ``confident_<broken set>`` well below it."""
 
 from __future__ import annotations
 
@@ -16,7 +20,9 @@ from ebm.pipeline.paths import ClassifierPaths
 def classifier(params: Params, paths: ClassifierPaths) -> dict:
     import keras
 
-    from ebm.classifier import train_classifier
+    from ebm import metrics
+    from ebm.classifier import predict_probs, train_classifier
+    from ebm.corruptions import broken_sets
     from ebm.tracking import stage_run
 
     c = params.classifier
@@ -27,12 +33,18 @@ def classifier(params: Params, paths: ClassifierPaths) -> dict:
     with stage_run("classifier", params, asdict(c), paths.record, upstream=("prepare",)) as run:
         keras.utils.set_random_seed(c.seed)
         start = time.perf_counter()
-        model, history = train_classifier(train.x, train.y, test.x, test.y, c.epochs, c.batch_size, c.learning_rate)
-        probs = model.predict(test.x, batch_size=500, verbose=0)
+        model, history = train_classifier(train.x, train.y, test.x, test.y, c.epochs, c.batch_size, c.learning_rate,
+                                          members=c.members, outlier_share=c.outlier_share,
+                                          calibration_fraction=c.calibration_fraction, seed=c.seed)
+        seconds = time.perf_counter() - start
+        probs = predict_probs(model, test.x)
         summary = {"test_accuracy": float(np.mean(np.argmax(probs, 1) == test.y)),
-                   "train_accuracy": float(history["accuracy"][-1]), "seconds": time.perf_counter() - start}
-        for epoch, (acc, val) in enumerate(zip(history["accuracy"], history["val_accuracy"]), start=1):
-            run.metrics({"accuracy": acc, "val_accuracy": val}, step=epoch)
+                   "temperature": history["temperature"], "seconds": seconds,
+                   "confident_real": metrics.confident_share(probs)}
+        for name, broken in broken_sets(test.x, test.y, seed=c.seed).items():
+            summary[f"confident_{name.replace(' ', '_')}"] = metrics.confident_share(predict_probs(model, broken))
+        for epoch, (loss, val) in enumerate(zip(history["loss"], history["val_loss"]), start=1):
+            run.metrics({"loss": loss, "val_loss": val}, step=epoch)
         paths.model.parent.mkdir(parents=True, exist_ok=True)
         model.save(paths.model)
         paths.metrics.parent.mkdir(parents=True, exist_ok=True)

@@ -41,8 +41,9 @@ def evaluate(params: Params, paths: EvaluatePaths, network=None, track: bool = T
             sampler = generation_sampler(dataclasses.replace(params, sampler=more), n=min(len(samples), e.longrun_n))
             chain = chain_energy(network)
             longrun = lambda x: sampler.chain(chain, x)[0].numpy()  # noqa: E731
+        gates = evaluation.LongrunGates(e.longrun_max_fid_ratio, e.longrun_min_coverage, e.longrun_max_confident_drop)
         result = evaluation.evaluate(energy, classifier, train.x, test.x, samples, seed=e.seed, longrun=longrun,
-                                     batch_size=e.batch_size)
+                                     longrun_n=e.longrun_n, gates=gates, batch_size=e.batch_size)
         metrics = result.metrics
         paths.metrics.parent.mkdir(parents=True, exist_ok=True)
         paths.metrics.write_text(json.dumps(metrics, indent=2) + "\n")
@@ -50,7 +51,7 @@ def evaluate(params: Params, paths: EvaluatePaths, network=None, track: bool = T
                             "mean_energy": [float(v.mean()) for v in result.ood_energies.values()]})
         paths.ood.parent.mkdir(parents=True, exist_ok=True)
         ood.to_csv(paths.ood, index=False)
-        figures = draw_figures(result, pd.read_csv(paths.history), paths)
+        figures = draw_figures(result, samples, pd.read_csv(paths.history), paths)
         write_report(params, paths, metrics, ood, figures, title or "EBM experiment report", run)
         run.metrics(metrics, on_parent=True)
         for path in (paths.metrics, paths.ood, paths.report, *figures.values()):
@@ -66,12 +67,16 @@ def load_classifier(path):
     return load_model_file(path, "run the classifier stage (dvc repro classifier)")
 
 
-def draw_figures(result, history, paths: EvaluatePaths) -> dict:
-    from ebm.plots import (save_bars, save_distance_histogram, save_energy_histogram, save_grid,
+def draw_figures(result, samples, history, paths: EvaluatePaths) -> dict:
+    from ebm.plots import (save_bars, save_by_class, save_distance_histogram, save_energy_histogram, save_grid,
                            save_loss_curves)
 
     out = paths.figures
+    by_confidence = np.argsort(result.sample_probs.max(1))
     figures = {
+        "least_confident": save_grid(samples[by_confidence[:64]], out / "least_confident.png", ncols=8),
+        "most_confident": save_grid(samples[by_confidence[::-1][:64]], out / "most_confident.png", ncols=8),
+        "by_class": save_by_class(samples, result.sample_probs, out / "by_class.png"),
         "energies": save_energy_histogram(result.energies, out / "energy_hist.png"),
         "ood": save_energy_histogram({"real test": result.energies["real test"], **result.ood_energies},
                                      out / "ood_energy_hist.png"),
@@ -93,22 +98,60 @@ def write_report(params: Params, paths: EvaluatePaths, metrics: dict, ood, figur
     clf = json.loads(paths.classifier_metrics.read_text()) if paths.classifier_metrics.is_file() else {}
     rows = [(k, v) for k, v in metrics.items()] + [(f"classifier_{k}", v) for k, v in clf.items()]
     img = lambda p: report.embed(p) if p.is_file() else f"<p class='meta'>(not available: {p.name})</p>"  # noqa: E731
-    longrun = (f"<p>Chains continued to {params.evaluate.longrun_factor}x {params.sampler.steps} steps for "
-               f"{params.evaluate.longrun_n} samples: confident share {metrics.get('longrun_confident_share_before', 0):.3f}"
-               f" -> {metrics.get('longrun_confident_share', 0):.3f}, FID {metrics.get('longrun_fid_before', 0):.3g}"
-               f" -> {metrics.get('longrun_fid', 0):.3g}; stable = {bool(metrics.get('longrun_stable', 0))}.</p>")
+    longrun = longrun_paragraphs(params, metrics)
     sections = {
         "Metrics": [report.table(rows, ("metric", "value"))],
         "Samples": [img(gen / "samples.png"), "<p>Newest replay-buffer negatives at the end of training:</p>",
                     img(paths.negatives)],
+        "What the classifier reads": [
+            f"<p>The judge's confident share (p >= 0.9) is {metrics['confident_share']:.3f}. The 64 samples it is "
+            "least sure of (left) and most sure of (right), then the samples grouped by the class it reads, "
+            "most confident first; on real digits and on real digits broken on purpose its confident share is "
+            + ", ".join(f"{k.removeprefix('confident_').replace('_', ' ')} {v:.2f}" for k, v in clf.items()
+                        if k.startswith("confident_")) + ".</p>",
+            "<div style='display:flex;gap:1em'>" + img(figures["least_confident"]) + img(figures["most_confident"])
+            + "</div>", img(figures["by_class"])],
         "Langevin chains": [img(gen / "chains.png"), img(gen / "chains.gif")],
         "Training": [img(figures["loss_curves"])],
         "Energies": [img(figures["energies"])],
         "Out-of-distribution detection": [report.table(ood.itertuples(index=False), ood.columns), img(figures["ood"])],
         "Chain health": [img(gen / "chain_health.png")],
         "Coverage and memorisation": [img(figures["classes"]), img(figures["memorisation"])],
-        "Long-run check": [longrun] + ([img(figures["longrun"])] if "longrun" in figures else []),
+        "Long-run check": longrun + ([img(figures["longrun"])] if "longrun" in figures else []),
     }
     meta = {"params hash": params.digest(), "run": run.run_id or "not tracked",
             "sampler": f"{params.sampler.steps} steps x {params.sampler.step_size}"}
     report.write(paths.report, title, meta, sections)
+
+
+def longrun_paragraphs(params: Params, metrics: dict) -> list[str]:
+    """The long-run check in words: what ran, each gate and whether it held, and when it failed
+    what the energies and chain health say about why."""
+    if "longrun_stable" not in metrics:
+        return ["<p>Not run (evaluate.longrun_factor = 1).</p>"]
+    e = params.evaluate
+    gates = [
+        (f"FID {metrics['longrun_fid']:.3g} <= {e.longrun_max_fid_ratio:g} x real-vs-real floor "
+         f"{metrics['longrun_fid_floor']:.3g}", metrics["longrun_fid"] <= e.longrun_max_fid_ratio * metrics["longrun_fid_floor"]),
+        (f"class coverage {metrics['longrun_coverage']:.3f} >= {e.longrun_min_coverage:g}",
+         metrics["longrun_coverage"] >= e.longrun_min_coverage),
+        (f"confident share {metrics['longrun_confident_share']:.3f} no more than {e.longrun_max_confident_drop:g} below "
+         f"its start {metrics['longrun_confident_share_before']:.3f}",
+         metrics["longrun_confident_share"] >= metrics["longrun_confident_share_before"] - e.longrun_max_confident_drop),
+    ]
+    out = [f"<p>{int(metrics['longrun_n'])} chains continued to {e.longrun_factor} x {params.sampler.steps} steps. "
+           f"Before -> after: FID {metrics['longrun_fid_before']:.3g} -> {metrics['longrun_fid']:.3g}, KID "
+           f"{metrics['longrun_kid_before']:.3g} -> {metrics['longrun_kid']:.3g}, coverage "
+           f"{metrics['longrun_coverage_before']:.3f} -> {metrics['longrun_coverage']:.3f}, mean energy "
+           f"{metrics['longrun_energy_before']:.3g} -> {metrics['longrun_energy']:.3g}. "
+           f"Stable: <b>{'yes' if metrics['longrun_stable'] else 'no'}</b>.</p>",
+           "<ul>" + "".join(f"<li>{'holds' if ok else '<b>fails</b>'}: {text}</li>" for text, ok in gates) + "</ul>"]
+    if not metrics["longrun_stable"]:
+        drop = metrics["longrun_energy_before"] - metrics["longrun_energy"]
+        out.append("<p>Why: " + (
+            f"the chains keep descending (mean energy {drop:.3g} lower after the long run): the energy has minima "
+            "below the data's, where strokes thicken or merge; the chain-health curves show whether the energy "
+            "is still falling at the last step." if drop > 0 else
+            "the chains' energy did not fall further, so they drift between minima at the data's level; compare "
+            "the coverage and the chain-health curves.") + "</p>")
+    return out

@@ -34,7 +34,7 @@ def build_model(params: Params, energy_net=None):
     sampler = LangevinSampler(s.steps, s.step_size, s.noise, s.grad_clip, seed=t.seed + 1, splits=splits)
     buffer = ReplayBuffer(t.buffer_size, t.batch_size, IMAGE_SHAPE, t.fresh_fraction, seed=t.seed + 2)
     model = ContrastiveDivergenceModel(energy_net, sampler, buffer, alpha=t.alpha, real_noise=t.real_noise,
-                                       seed=t.seed + 3)
+                                       seed=t.seed + 3, buffer_shift=t.buffer_shift, ema_decay=t.ema_decay)
     model.compile(optimizer=keras.optimizers.Adam(learning_rate=t.learning_rate, beta_1=t.beta_1))
     return model
 
@@ -42,7 +42,7 @@ def build_model(params: Params, energy_net=None):
 def train(params: Params, paths: TrainPaths, verbose: int | None = None) -> dict:
     import tensorflow as tf
 
-    from ebm.callbacks import DivergenceGuard, EnergyCheckpoint, HistoryCSV, MlflowEpochLogger
+    from ebm.callbacks import BufferCoverage, DivergenceGuard, EnergyCheckpoint, HistoryCSV, MlflowEpochLogger
     from ebm.plots import save_grid
     from ebm.runtime import configure_threads
     from ebm.tracking import stage_run
@@ -65,6 +65,9 @@ def train(params: Params, paths: TrainPaths, verbose: int | None = None) -> dict
         checkpoint = EnergyCheckpoint(paths.model, guard)
         callbacks = [HistoryCSV(paths.history), guard, checkpoint,
                      MlflowEpochLogger(run, images_fn=lambda: model.buffer.newest(64).numpy())]
+        if (train_split.y >= 0).all():  # labelled data: watch the buffer's class coverage
+            callbacks.insert(0, BufferCoverage(train_split.x, train_split.y, t.monitor_every,
+                                                       min(t.monitor_n, t.buffer_size)))
         start = time.perf_counter()
         if verbose is None:  # a live progress bar on a terminal, one line per epoch in logs
             verbose = 1 if sys.stdout.isatty() else 2
@@ -84,6 +87,6 @@ def train(params: Params, paths: TrainPaths, verbose: int | None = None) -> dict
         steps = t.epochs * (len(train_split.x) // t.batch_size)
         summary = {"train_seconds": seconds, "seconds_per_step": seconds / steps, "steps": steps, **threads}
         run.metrics(summary)
-        run.keras_model(model.energy_net)
+        run.keras_model(model.sampling_network())
     print(f"train: {steps} steps in {seconds:.0f} s ({seconds / steps:.3f} s/step) -> {paths.model}")
     return summary

@@ -1,0 +1,94 @@
+"""The judge: a calibrated ensemble that is sure of real digits and unsure of broken ones."""
+
+import keras
+import numpy as np
+import pytest
+
+from ebm import metrics as M
+from ebm.classifier import CLASSES, build_classifier, fit_temperature, members_crossentropy, outliers, predict_probs
+from ebm.config import DataConfig
+from ebm.corruptions import blend, broken_sets, elastic, erase_strokes
+from ebm.data import load_mnist5k
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_mnist5k(DataConfig())
+
+
+@pytest.fixture(scope="module")
+def judge(digits):
+    """The stage's classifier as the pipeline trains it, on fewer epochs."""
+    from ebm.classifier import train_classifier
+
+    train, test = digits
+    keras.utils.set_random_seed(0)
+    model, history = train_classifier(train.x, train.y, test.x, test.y, epochs=4, batch_size=128, members=2)
+    return model, history
+
+
+def test_confident_on_real_digits_and_clearly_less_on_each_broken_set(digits, judge):
+    _, test = digits
+    model, history = judge
+    probs = predict_probs(model, test.x)
+    assert np.mean(probs.argmax(1) == test.y) > 0.95
+    real = M.confident_share(probs)
+    assert real > 0.85, real
+    shares = {name: M.confident_share(predict_probs(model, x)) for name, x in broken_sets(test.x, test.y).items()}
+    for name, share in shares.items():  # measured at 4 epochs: real ~0.9, broken sets 0.1 - 0.5
+        assert share < real - 0.3, (name, share, real)
+    assert 0.2 < history["temperature"] < 5
+
+
+def test_features_are_the_members_side_by_side(judge):
+    model, _ = judge
+    out = model(np.zeros((3, 32, 32, 1), np.float32))
+    assert out["features"].shape == (3, 2 * 64) and out["probs"].shape == (3, CLASSES)
+    assert np.allclose(np.sum(out["probs"], 1), 1.0, atol=1e-5)
+
+
+def test_temperature_is_saved_with_the_model(tmp_path):
+    model, _ = build_classifier(members=2)
+    model.get_layer("probs").temperature.assign(2.5)
+    model.save(tmp_path / "c.keras")
+    loaded = keras.saving.load_model(tmp_path / "c.keras")
+    x = np.random.default_rng(0).uniform(-1, 1, (4, 32, 32, 1)).astype(np.float32)
+    assert float(loaded.get_layer("probs").temperature.numpy()) == 2.5
+    assert np.allclose(loaded(x)["probs"], model(x)["probs"], atol=1e-6)
+
+
+def test_fit_temperature_recovers_the_temperature_that_made_the_labels():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 3, (4000, 1, CLASSES))
+    z = logits[:, 0] / 2.0  # labels drawn from softmax(logits / 2)
+    p = np.exp(z - z.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    y = np.array([rng.choice(CLASSES, p=row) for row in p])
+    assert fit_temperature(logits, y) == pytest.approx(2.0, rel=0.1)
+
+
+def test_members_crossentropy_averages_each_members_loss():
+    logits = np.log(np.array([[[0.5, 0.5] + [1e-9] * 8, [0.25, 0.75] + [1e-9] * 8]], np.float32))
+    onehot = np.eye(CLASSES, dtype=np.float32)[[1]]
+    expected = -(np.log(0.5) + np.log(0.75)) / 2
+    assert float(members_crossentropy(onehot, logits)[0]) == pytest.approx(expected, rel=1e-4)
+    uniform = np.full((1, CLASSES), 0.1, np.float32)
+    flat = np.zeros((1, 3, CLASSES), np.float32)
+    assert float(members_crossentropy(uniform, flat)[0]) == pytest.approx(np.log(CLASSES), rel=1e-5)
+
+
+def test_corruptions_break_digits_the_way_they_say(digits):
+    _, test = digits
+    x, y = test.x[:40], test.y[:40]
+    rng = np.random.default_rng(0)
+    ink = (x > 0).sum((1, 2, 3))
+    erased = erase_strokes(x, rng, fraction=0.5)
+    assert np.all((erased > 0).sum((1, 2, 3)) <= 0.5 * ink + 1) and np.all(erased <= x + 1e-6)
+    warped = elastic(x, rng)
+    assert warped.shape == x.shape and -1 <= warped.min() and warped.max() <= 1
+    assert np.mean(np.abs(warped - x)) > 0.1
+    mixed = blend(x, y, rng)
+    partners = [np.argmin(np.abs(2 * mixed[i] - x[i] - x).sum((1, 2, 3))) for i in range(len(x))]
+    assert all(y[j] != y[i] for i, j in enumerate(partners))
+    extra = outliers(x, y, 30, rng)
+    assert extra.shape == (30, 32, 32, 1) and -1 <= extra.min() and extra.max() <= 1

@@ -1,0 +1,124 @@
+"""The math of the training aids: buffer shifts, the weights' moving average, the buffer's
+coverage watch, and a CD step's wiring."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from ebm.augment import random_shift
+from ebm.buffer import ReplayBuffer
+from ebm.model import ContrastiveDivergenceModel, ema_update
+
+
+def test_random_shift_moves_each_image_by_its_own_offset_and_fills_background():
+    x = -np.ones((64, 9, 9, 1), np.float32)
+    x[:, 4, 4] = 1.0  # one lit pixel in the centre
+    out = random_shift(tf.constant(x), tf.constant([3, 4]), max_shift=2).numpy()
+    assert out.shape == x.shape
+    assert np.all(np.sum(out == 1.0, axis=(1, 2, 3)) == 1)  # every pixel moved whole, nothing lost
+    assert np.all(np.isin(out, [-1.0, 1.0]))
+    rows, cols = np.nonzero(out[..., 0] == 1.0)[1:]
+    offsets = set(zip(rows - 4, cols - 4))
+    assert max(max(abs(a), abs(b)) for a, b in offsets) == 2 and len(offsets) > 10  # all within 2, and varied
+    edge = random_shift(tf.constant(np.ones((32, 5, 5, 1), np.float32)), tf.constant([0, 1]), 1).numpy()
+    assert np.mean(edge == -1.0) > 0.05  # shifted-in rows/columns are background
+    assert np.array_equal(random_shift(tf.constant(x), tf.constant([3, 4]), 0).numpy(), x)
+
+
+def test_random_shift_is_deterministic_in_its_seed():
+    x = tf.random.stateless_uniform((8, 6, 6, 1), [1, 2], -1, 1)
+    a, b = (random_shift(x, tf.constant([5, 6]), 2).numpy() for _ in range(2))
+    c = random_shift(x, tf.constant([5, 7]), 2).numpy()
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+
+
+def test_ema_update_is_the_exponential_moving_average():
+    avg, value = tf.Variable([0.0, 10.0]), tf.Variable([1.0, 0.0])
+    for _ in range(3):
+        ema_update([avg], [value], decay=0.5)
+    assert np.allclose(avg.numpy(), [1 - 0.5 ** 3, 10 * 0.5 ** 3])
+
+
+def test_buffer_mask_marks_the_fresh_rows():
+    buf = ReplayBuffer(capacity=64, batch_size=32, image_shape=(2, 2, 1), fresh_fraction=0.5, seed=3)
+    buf.examples.assign(tf.fill((64, 2, 2, 1), 2.0))  # out of range on purpose: fresh noise is in [-1, 1]
+    starts, fresh = buf.sample(with_mask=True)
+    assert np.array_equal(fresh.numpy(), starts.numpy()[:, 0, 0, 0] != 2.0)
+    assert 0 < fresh.numpy().sum() < 32
+
+
+def tiny_model(**kwargs):
+    from ebm.config import ModelConfig
+    from ebm.network import build_energy_network
+    from ebm.sampler import LangevinSampler
+
+    keras.utils.set_random_seed(0)
+    net = build_energy_network(ModelConfig(filters=(8, 8), kernel_sizes=(3, 3), dense_units=8))
+    model = ContrastiveDivergenceModel(net, LangevinSampler(3, 10.0, 0.005, 0.03, seed=1),
+                                       ReplayBuffer(64, 16, (32, 32, 1), seed=2), seed=3, **kwargs)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    return model
+
+
+def digits(n=16):
+    from ebm.config import DataConfig
+    from ebm.data import load_mnist5k
+
+    return load_mnist5k(DataConfig())[0].x[:n]
+
+
+def test_a_cd_step_lowers_real_energy_relative_to_the_negatives():
+    model = tiny_model()
+    real = tf.constant(digits())
+    starts = model.buffer.examples[:16]
+    gap = lambda: float(tf.reduce_mean(model.energy(real)) - tf.reduce_mean(model.energy(starts)))  # noqa: E731
+    before = gap()
+    for _ in range(5):
+        model.train_step(real)
+    assert gap() < before - 1e-3
+
+
+def test_sampling_network_holds_the_moving_average():
+    model = tiny_model(ema_decay=0.9)
+    start = [w.numpy() for w in model.energy_net.weights]
+    real = tf.constant(digits())
+    model.train_step(real)
+    trained = [w.numpy() for w in model.energy_net.weights]
+    ema = model.sampling_network()
+    for s, t, e in zip(start, trained, ema.get_weights()):
+        assert np.allclose(e, 0.9 * s + 0.1 * t, atol=1e-6)
+    assert tiny_model().sampling_network() is not None
+
+
+def test_shifted_starts_keep_fresh_noise_and_shift_replays():
+    model = tiny_model(buffer_shift=2)
+    model.buffer.examples.assign(tf.fill(model.buffer.examples.shape, -1.0))
+    model.buffer.examples[:, 10:22, 10:22].assign(tf.ones((64, 12, 12, 1)))  # a lit square in every replay
+    starts = model._starts().numpy()
+    replays = [s for s in starts if np.isin(s, [-1.0, 1.0]).all()]
+    assert replays and all((s == 1.0).sum() == 144 for s in replays)  # moved whole, inside the frame
+    assert len({tuple(np.argwhere(s[..., 0] == 1.0)[0]) for s in replays}) > 1
+
+
+def test_buffer_coverage_reads_a_collapsed_buffer_as_one_class():
+    from ebm.callbacks import BufferCoverage
+
+    rng = np.random.default_rng(0)
+    reference = rng.uniform(-1, 1, (20, 32, 32, 1)).astype(np.float32)
+    labels = np.arange(20) % 10
+    model = tiny_model()
+    watch = BufferCoverage(reference, labels, every=2, n=40)
+    watch.set_model(model)
+    model.buffer.examples.assign(np.repeat(reference[3:4], 64, axis=0) + 0.01)  # every negative near image 3
+    logs = {}
+    watch.on_epoch_end(1, logs)
+    assert logs["buffer_coverage"] == pytest.approx(0.0) and logs["buffer_nn_dist"] < 1.0
+    model.buffer.examples.assign(np.concatenate([reference] * 3 + [reference[:4]]))
+    model.buffer.head.assign(0)
+    logs = {}
+    watch.on_epoch_end(3, logs)
+    assert logs["buffer_coverage"] > 0.95
+    skipped = {}
+    watch.on_epoch_end(2, skipped)  # epoch 3 of every=2: not measured
+    assert skipped == {}
