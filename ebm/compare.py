@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-KEY_METRICS = ("fid", "fid_real_floor", "kid", "coverage", "confident_share", "precision", "recall", "auroc_mixture",
-               "test_cdiv")
+KEY_METRICS = ("fid", "fid_real_floor", "kid", "coverage", "confident_share", "precision", "recall", "longrun_stable",
+               "auroc_mixture", "test_cdiv")
 
 
 def experiments_table(runs: pd.DataFrame, sort_by: str | None = None, ascending: bool = True) -> pd.DataFrame:

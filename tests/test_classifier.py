@@ -42,7 +42,7 @@ def test_confident_on_real_digits_and_clearly_less_on_each_broken_set(digits, ju
 
 def test_features_are_the_members_side_by_side(judge):
     model, _ = judge
-    out = model(np.zeros((3, 32, 32, 1), np.float32))
+    out = model(np.zeros((3, 32, 32, 1), np.float32), training=False)
     assert out["features"].shape == (3, 2 * 64) and out["probs"].shape == (3, CLASSES)
     assert np.allclose(np.sum(out["probs"], 1), 1.0, atol=1e-5)
 
@@ -54,7 +54,7 @@ def test_temperature_is_saved_with_the_model(tmp_path):
     loaded = keras.saving.load_model(tmp_path / "c.keras")
     x = np.random.default_rng(0).uniform(-1, 1, (4, 32, 32, 1)).astype(np.float32)
     assert float(loaded.get_layer("probs").temperature.numpy()) == 2.5
-    assert np.allclose(loaded(x)["probs"], model(x)["probs"], atol=1e-6)
+    assert np.allclose(loaded(x, training=False)["probs"], model(x, training=False)["probs"], atol=1e-6)
 
 
 def test_fit_temperature_recovers_the_temperature_that_made_the_labels():
@@ -92,3 +92,21 @@ def test_corruptions_break_digits_the_way_they_say(digits):
     assert all(y[j] != y[i] for i, j in enumerate(partners))
     extra = outliers(x, y, 30, rng)
     assert extra.shape == (30, 32, 32, 1) and -1 <= extra.min() and extra.max() <= 1
+
+
+def test_longrun_check_fails_a_collapsed_model_and_passes_real_digits(digits, judge):
+    from ebm.evaluation import LongrunGates, evaluate
+
+    train, test = digits
+    model, _ = judge
+    energy = lambda x: np.asarray(x).mean(axis=(1, 2, 3))  # noqa: E731  (any energy; only the samples matter here)
+    collapsed = np.repeat(test.x[test.y == 8][:1], 200, axis=0)
+    stays = evaluate(energy, model, train.x, test.x, collapsed, longrun=lambda x: x, longrun_n=200).metrics
+    assert stays["longrun_stable"] == 0.0  # unchanged by the long run, but one glyph: not stable
+    assert stays["longrun_coverage"] < 0.1 and stays["longrun_fid"] > 3 * stays["longrun_fid_floor"]
+    real = train.x[:200]
+    good = evaluate(energy, model, train.x, test.x, real, longrun=lambda x: train.x[200:400], longrun_n=200).metrics
+    assert good["longrun_stable"] == 1.0 and good["longrun_n"] == 200
+    strict = evaluate(energy, model, train.x, test.x, real, longrun=lambda x: train.x[200:400], longrun_n=200,
+                      gates=LongrunGates(min_coverage=0.999)).metrics
+    assert strict["longrun_stable"] == 0.0  # the gate comes from params

@@ -14,7 +14,7 @@ from ebm.data import load_mnist5k
 def digits_and_features():
     keras.utils.set_random_seed(0)
     train, test = load_mnist5k(DataConfig())
-    model, _ = train_classifier(train.x, train.y, test.x, test.y, epochs=2, batch_size=128)
+    model, _ = train_classifier(train.x, train.y, test.x, test.y, epochs=4, batch_size=128, members=1)
     return train, test, FeatureExtractor(model)
 
 

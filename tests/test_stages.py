@@ -61,6 +61,8 @@ def test_every_stage_writes_its_outputs_and_logs_a_run(pipeline_run):
     history = pd.read_csv(tp.history)
     assert history["epoch"].tolist() == [1, 2]
     assert {"loss", "cdiv", "reg", "real", "fake", "val_cdiv", "val_real", "val_fake"} <= set(history.columns)
+    assert history["buffer_coverage"].notna().tolist() == [True, False]  # epoch 1, then every 5th
+    assert 0 <= history["buffer_coverage"][0] <= 1
     with np.load(gp.samples) as f:
         assert f["samples"].shape == (24, 32, 32, 1)
         assert f["snapshot_steps"].tolist() == [0, 2, 6] and f["snapshots"].shape == (3, 4, 32, 32, 1)
@@ -76,8 +78,14 @@ def test_every_stage_writes_its_outputs_and_logs_a_run(pipeline_run):
     for key in ("fid", "fid_real_floor", "kid", "kid_std", "precision", "recall", "coverage", "confident_share",
                 "nn_dist_generated_median", "nn_dist_test_median", "auroc_uniform_noise", "auroc_gaussian_noise",
                 "auroc_flipped_digits", "auroc_inverted_digits", "auroc_pixel_shuffled_digits", "auroc_mixture",
-                "longrun_confident_share", "longrun_fid", "longrun_stable", "test_cdiv"):
+                "longrun_confident_share", "longrun_fid", "longrun_fid_floor", "longrun_kid", "longrun_coverage",
+                "longrun_stable", "test_cdiv"):
         assert np.isfinite(saved[key]), key
+    assert saved["longrun_n"] == params.evaluate.longrun_n
+    assert {"by_class.png", "least_confident.png", "most_confident.png"} <= {p.name for p in ep.figures.glob("*.png")}
+    judge = json.loads(ep.classifier_metrics.read_text())
+    assert {"test_accuracy", "temperature", "confident_real", "confident_erased_strokes", "confident_elastic_warp",
+            "confident_two_blended"} <= set(judge)
     assert saved["test_cdiv"] == pytest.approx(saved["energy_real"] - saved["energy_noise"])
     assert pd.read_csv(ep.ood)["outliers"].tolist()[-1] == "mixture"
 
