@@ -47,6 +47,12 @@ class LongrunGates:
     min_coverage: float = 0.95
     max_confident_drop: float = 0.1
 
+    def verdicts(self, m: dict) -> dict[str, bool]:
+        """Whether each gate holds for the ``longrun_*`` metrics ``m``."""
+        return {"fid": m["longrun_fid"] <= self.max_fid_ratio * m["longrun_fid_floor"],
+                "coverage": m["longrun_coverage"] >= self.min_coverage,
+                "confident": m["longrun_confident_share"] >= m["longrun_confident_share_before"] - self.max_confident_drop}
+
 
 @dataclass
 class Evaluation:
@@ -132,10 +138,7 @@ def evaluate(energy, classifier, train_x: np.ndarray, test_x: np.ndarray, sample
             "longrun_kid": M.kernel_inception_distance(f_long, f_test, seed=seed)[0],
             "longrun_kid_before": M.kernel_inception_distance(f_gen[:k], f_test, seed=seed)[0],
         })
-        values["longrun_stable"] = float(
-            values["longrun_fid"] <= gates.max_fid_ratio * values["longrun_fid_floor"]
-            and values["longrun_coverage"] >= gates.min_coverage
-            and values["longrun_confident_share"] >= values["longrun_confident_share_before"] - gates.max_confident_drop)
+        values["longrun_stable"] = float(all(gates.verdicts(values).values()))
         result.longrun_samples = more
     return result
 

@@ -42,10 +42,11 @@ class EbmSwishOp : public OpKernel {
     for (int64_t i = 0; i < n; ++i) {
       const float x = hp[i];
       const float xc = Clamp(x, -80.0f, 80.0f);
-      const float s = 1.0f / (1.0f + std::exp(-xc));
+      const float e = std::exp(-xc);
+      const float s = 1.0f / (1.0f + e);
       const float y = x * s;
       ap[i] = y;
-      dp[i] = s + y * (1.0f - s);
+      dp[i] = s + y * (e * s);  // 1 - s as e * s: exact where s rounds near 1 (a fast reciprocal is off by an ulp)
     }
   }
 };
