@@ -13,15 +13,21 @@ import pandas as pd
 
 
 class HistoryCSV(keras.callbacks.Callback):
-    """Rewrites ``path`` after every epoch (pandas), so a crash keeps every finished epoch."""
+    """Rewrites ``path`` after every epoch (pandas), so a crash keeps every finished epoch.
+
+    One instance can follow several ``fit`` calls (a DBN's layers): set ``offset`` to the epochs
+    already written and ``tags`` to columns that name the current fit (e.g. ``{"layer": 2}``)."""
 
     def __init__(self, path: str | Path):
         super().__init__()
         self.path = Path(path)
         self.rows: list[dict] = []
+        self.offset = 0
+        self.tags: dict = {}
 
     def on_epoch_end(self, epoch, logs=None):
-        self.rows.append({"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}})
+        self.rows.append({"epoch": self.offset + epoch + 1, **self.tags,
+                          **{k: float(v) for k, v in (logs or {}).items()}})
         self.path.parent.mkdir(parents=True, exist_ok=True)
         pd.DataFrame(self.rows).to_csv(self.path, index=False)
 
@@ -104,19 +110,41 @@ class EnergyCheckpoint(keras.callbacks.Callback):
 
 class MlflowEpochLogger(keras.callbacks.Callback):
     """Logs every epoch's metrics (step = epoch number, from 1) and, optionally, an image grid
-    drawn by ``images_fn()`` (e.g. the newest replay-buffer negatives) under ``negatives/``."""
+    drawn by ``images_fn()`` (e.g. the newest replay-buffer negatives) under ``folder/``."""
 
-    def __init__(self, run, images_fn=None, image_every: int = 1):
+    def __init__(self, run, images_fn=None, folder: str = "negatives"):
         super().__init__()
         self.run = run
         self.images_fn = images_fn
-        self.image_every = image_every
+        self.folder = folder
 
     def on_epoch_end(self, epoch, logs=None):
         self.run.metrics(logs or {}, step=epoch + 1)
-        if self.images_fn is not None and (epoch + 1) % self.image_every == 0:
+        if self.images_fn is not None:
             from ebm.plots import save_grid
 
             with tempfile.TemporaryDirectory() as tmp:
-                self.run.artifact(save_grid(self.images_fn(), Path(tmp) / f"negatives_epoch{epoch + 1:03d}.png"),
-                                  "negatives")
+                name = f"{self.folder}_epoch{epoch + 1:03d}.png"
+                self.run.artifact(save_grid(self.images_fn(), Path(tmp) / name), self.folder)
+
+
+class PseudoLikelihood(keras.callbacks.Callback):
+    """Adds ``pseudo_likelihood`` and ``val_pseudo_likelihood`` to each epoch's logs: the mean
+    stochastic pseudo-log-likelihood (nats per image, :func:`ebm.rbm.model.pseudo_likelihood`) of
+    ``n`` fixed train and test images with the same flipped bits every epoch. For RBMs."""
+
+    def __init__(self, v_train, v_test, seed: int, n: int = 1000):
+        super().__init__()
+        rng = np.random.default_rng(seed)
+        self.sets = {}
+        for key, v in (("pseudo_likelihood", v_train), ("val_pseudo_likelihood", v_test)):
+            v = np.asarray(v, np.float32)
+            rows = rng.choice(len(v), min(n, len(v)), replace=False)
+            self.sets[key] = (v[rows], rng.integers(0, v.shape[1], len(rows)))
+
+    def on_epoch_end(self, epoch, logs=None):
+        from ebm.rbm.model import pseudo_likelihood
+
+        m = self.model
+        for key, (v, flips) in self.sets.items():
+            logs[key] = float(np.mean(pseudo_likelihood(v, m.w, m.b, m.c, flips)))

@@ -109,7 +109,7 @@ def evaluate(
                           health_plot=out / "chain_health.png", record=out / "runs" / "generate.json")
         run_generate(p, g, network=network, track=False)
         e = EvaluatePaths(data=data, classifier=classifier, samples=g.samples, generate_reports=out,
-                          negatives=out / "negatives.png", history=out / "history.csv",
+                          negatives=out / "negatives.png", filters=out / "filters.png", history=out / "history.csv",
                           metrics=out / "metrics.json", figures=out / "figures", ood=out / "ood.csv",
                           report=out / "report.html", record=out / "runs" / "evaluate.json")
         _history_of(model_uri, e.history)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 KEY_METRICS = ("fid", "fid_real_floor", "kid", "coverage", "confident_share", "precision", "recall", "longrun_stable",
-               "auroc_mixture", "test_cdiv")
+               "auroc_mixture", "test_cdiv", "test_loglik")
 
 
 def experiments_table(runs: pd.DataFrame, sort_by: str | None = None, ascending: bool = True) -> pd.DataFrame:

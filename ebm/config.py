@@ -18,6 +18,8 @@ from pathlib import Path
 import yaml
 
 DATA_SOURCES = ("mnist5k", "mnist", "npz")
+FAMILIES = ("ebm", "rbm", "dbn")
+BINARIZE = ("stochastic", "threshold")
 
 
 class ConfigError(ValueError):
@@ -43,14 +45,18 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """The energy network: strided Conv2D stack with swish, then a dense head to one scalar."""
+    """The model family (``ebm``: the deep EBM, whose network the other keys shape; ``rbm`` and
+    ``dbn``: see the ``rbm`` and ``dbn`` sections). The network: strided Conv2D stack with swish,
+    then a dense head to one scalar."""
 
+    family: str = "ebm"
     filters: tuple[int, ...] = (16, 32, 64, 64)
     kernel_sizes: tuple[int, ...] = (5, 3, 3, 3)
     dense_units: int = 64
     fast_first_conv: bool = True
 
     def __post_init__(self):
+        _check(self.family in FAMILIES, "family", f"must be one of {', '.join(FAMILIES)}; got {self.family!r}")
         _check(len(self.filters) > 0 and all(f > 0 for f in self.filters), "filters", "must be a non-empty list of positive ints")
         _check(len(self.kernel_sizes) == len(self.filters), "kernel_sizes", "must have one entry per filter")
         _check(all(k > 0 for k in self.kernel_sizes), "kernel_sizes", "must be positive")
@@ -117,15 +123,61 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class BoltzmannTraining:
+    """How one RBM layer trains: CD-``cd_k`` (``persistent: false``) or PCD with ``cd_k`` Gibbs
+    sweeps per step, SGD with momentum, weight decay on the weights (not the biases)."""
+
+    hidden: int = 500
+    cd_k: int = 1
+    persistent: bool = True
+    learning_rate: float = 0.05
+    momentum: float = 0.5
+    weight_decay: float = 0.0002
+    batch_size: int = 100
+    epochs: int = 50
+    seed: int = 0
+
+    def __post_init__(self):
+        _check(self.hidden >= 1, "hidden", f"must be >= 1; got {self.hidden}")
+        _check(self.cd_k >= 1, "cd_k", f"must be >= 1 Gibbs sweep; got {self.cd_k}")
+        _check(self.learning_rate > 0, "learning_rate", f"must be > 0; got {self.learning_rate}")
+        _check(0 <= self.momentum < 1, "momentum", f"must be in [0, 1); got {self.momentum}")
+        _check(self.weight_decay >= 0, "weight_decay", f"must be >= 0; got {self.weight_decay}")
+        _check(self.batch_size >= 1, "batch_size", f"must be >= 1; got {self.batch_size}")
+        _check(self.epochs >= 1, "epochs", f"must be >= 1; got {self.epochs}")
+
+
+@dataclass(frozen=True)
+class RBMConfig(BoltzmannTraining):
+    """``model.family: rbm`` (and the first layer of a DBN): a Bernoulli-Bernoulli RBM on the
+    28x28 digits binarised once: ``stochastic`` (each pixel a Bernoulli draw of its intensity,
+    seeded by ``seed``, as in the likelihood literature) or ``threshold`` (intensity > 0.5)."""
+
+    binarize: str = "stochastic"
+
+    def __post_init__(self):
+        super().__post_init__()
+        _check(self.binarize in BINARIZE, "binarize", f"must be one of {', '.join(BINARIZE)}; got {self.binarize!r}")
+
+
+@dataclass(frozen=True)
+class DBNConfig(BoltzmannTraining):
+    """``model.family: dbn``: the top RBM, trained greedily on the hidden units of an RBM trained
+    as the ``rbm`` section says."""
+
+
+@dataclass(frozen=True)
 class GenerateConfig:
     n: int = 500
     seed: int = 0
     snapshot_steps: tuple[int, ...] = (0, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
     chains_shown: int = 8
     gif_every: int = 10
+    gibbs_steps: int = 1000  # rbm / dbn: block Gibbs sweeps from random starts
 
     def __post_init__(self):
         _check(self.n >= 1, "n", f"must be >= 1; got {self.n}")
+        _check(self.gibbs_steps >= 1, "gibbs_steps", f"must be >= 1; got {self.gibbs_steps}")
         _check(all(s >= 0 for s in self.snapshot_steps), "snapshot_steps", "must be >= 0")
         _check(self.chains_shown >= 1, "chains_shown", "must be >= 1")
         _check(self.gif_every >= 1, "gif_every", "must be >= 1")
@@ -160,8 +212,14 @@ class EvaluateConfig:
     longrun_max_fid_ratio: float = 3.0
     longrun_min_coverage: float = 0.95
     longrun_max_confident_drop: float = 0.1
+    ais_runs: int = 100  # rbm / dbn: independent AIS chains for log Z
+    ais_betas: int = 14500  # ... and inverse temperatures per chain
+    bound_samples: int = 10  # dbn: posterior samples per test digit in the likelihood bound
 
     def __post_init__(self):
+        _check(self.ais_runs >= 2, "ais_runs", f"must be >= 2 (the error needs a spread); got {self.ais_runs}")
+        _check(self.ais_betas >= 3, "ais_betas", f"must be >= 3; got {self.ais_betas}")
+        _check(self.bound_samples >= 1, "bound_samples", f"must be >= 1; got {self.bound_samples}")
         _check(self.batch_size >= 1, "batch_size", "must be >= 1")
         _check(self.longrun_factor >= 1, "longrun_factor", "must be >= 1 (1 = no long-run check)")
         _check(self.longrun_n >= 2, "longrun_n", "must be >= 2")
@@ -182,6 +240,8 @@ class Params:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    rbm: RBMConfig = field(default_factory=RBMConfig)
+    dbn: DBNConfig = field(default_factory=DBNConfig)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
@@ -189,8 +249,10 @@ class Params:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     def __post_init__(self):
-        bad = [s for s in self.generate.snapshot_steps if s > self.sampler.steps]
-        _check(not bad, "generate.snapshot_steps", f"{bad} exceed sampler.steps={self.sampler.steps}")
+        key, steps = ("sampler.steps", self.sampler.steps) if self.model.family == "ebm" else \
+            ("generate.gibbs_steps", self.generate.gibbs_steps)
+        bad = [s for s in self.generate.snapshot_steps if s > steps]
+        _check(not bad, "generate.snapshot_steps", f"{bad} exceed {key}={steps}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

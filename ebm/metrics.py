@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 from scipy import stats
+from scipy.spatial.distance import cdist
 
 
 def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
@@ -56,9 +57,7 @@ def class_histogram(probs: np.ndarray, classes: int = 10) -> np.ndarray:
 
 def coverage(probs: np.ndarray, classes: int = 10) -> float:
     """Normalised entropy of the class histogram: 1.0 = all classes equally, 0.0 = one class."""
-    h = class_histogram(probs, classes)
-    h = h[h > 0]
-    return float(-(h * np.log(h)).sum() / np.log(classes))
+    return float(stats.entropy(class_histogram(probs, classes)) / np.log(classes))
 
 
 def confident_share(probs: np.ndarray, threshold: float = 0.9) -> float:
@@ -75,19 +74,16 @@ def nearest(queries: np.ndarray, reference: np.ndarray, batch: int = 512) -> tup
     """For each query, the Euclidean distance to its nearest reference and that reference's index."""
     q = np.asarray(queries, np.float32).reshape(len(queries), -1)
     r = np.asarray(reference, np.float32).reshape(len(reference), -1)
-    r_sq = (r * r).sum(1)
     dist, idx = np.empty(len(q), np.float32), np.empty(len(q), np.int64)
     for i in range(0, len(q), batch):
-        block = q[i:i + batch]
-        d2 = (block * block).sum(1)[:, None] - 2 * block @ r.T + r_sq[None, :]
-        idx[i:i + batch] = d2.argmin(1)
-        dist[i:i + batch] = np.sqrt(np.maximum(d2[np.arange(len(block)), idx[i:i + batch]], 0.0))
+        d = cdist(q[i:i + batch], r)
+        idx[i:i + batch] = d.argmin(1)
+        dist[i:i + batch] = d[np.arange(len(d)), idx[i:i + batch]]
     return dist, idx
 
 
 def _kth_neighbour_radius(x: np.ndarray, k: int) -> np.ndarray:
-    d2 = (x * x).sum(1)[:, None] - 2 * x @ x.T + (x * x).sum(1)[None, :]
-    return np.sqrt(np.maximum(np.sort(d2, axis=1)[:, k], 0.0))  # column 0 is the point itself
+    return np.sort(cdist(x, x), axis=1)[:, k]  # column 0 is the point itself
 
 
 def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = 3) -> tuple[float, float]:
@@ -96,9 +92,7 @@ def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = 3) -> tuple[fl
     real, fake = np.asarray(real, np.float64), np.asarray(fake, np.float64)
 
     def inside(points, support):
-        radii = _kth_neighbour_radius(support, k)
-        d2 = (points * points).sum(1)[:, None] - 2 * points @ support.T + (support * support).sum(1)[None, :]
-        return np.mean(np.any(np.sqrt(np.maximum(d2, 0.0)) <= radii[None, :], axis=1))
+        return np.mean(np.any(cdist(points, support) <= _kth_neighbour_radius(support, k)[None, :], axis=1))
 
     return float(inside(fake, real)), float(inside(real, fake))
 
@@ -106,6 +100,4 @@ def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = 3) -> tuple[fl
 def auroc(inlier_energy: np.ndarray, outlier_energy: np.ndarray) -> float:
     """AUROC of detecting outliers by high energy: P(E_out > E_in) + P(tie) / 2 (Mann-Whitney)."""
     inl, out = np.asarray(inlier_energy, np.float64), np.asarray(outlier_energy, np.float64)
-    ranks = stats.rankdata(np.concatenate([inl, out]))  # ties get their average rank
-    rank_sum = ranks[len(inl):].sum()
-    return float((rank_sum - len(out) * (len(out) + 1) / 2) / (len(inl) * len(out)))
+    return float(stats.mannwhitneyu(out, inl).statistic / (len(inl) * len(out)))

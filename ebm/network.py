@@ -216,6 +216,9 @@ def load_model_file(path: str | Path, missing_hint: str = "run the train stage (
     path = Path(path)
     if not path.is_file():
         raise ModelFileError(f"model file {path} not found: {missing_hint}")
+    from ebm.dbn.model import DBN  # noqa: F401  (registers the other families' classes for loading)
+    from ebm.rbm.model import RBM  # noqa: F401
+
     try:
         return keras.saving.load_model(path, compile=False)
     except (OSError, ValueError, zipfile.BadZipFile, KeyError, TypeError) as err:

@@ -60,8 +60,22 @@ def save_grid(images: np.ndarray, path: str | Path, ncols: int | None = None, sc
     return path
 
 
-def save_chain_figure(snapshots: Mapping[int, np.ndarray], path: str | Path, chains: int = 8) -> Path:
-    """Rows are chains, columns are Langevin steps (titled with the step number)."""
+def kernel_images(kernels: np.ndarray) -> np.ndarray:
+    """First-layer filters as images in [-1, 1], each scaled to its own largest weight: conv
+    kernels (k, k, 1, filters) or dense weights (pixels, units) of a square image."""
+    w = np.asarray(kernels)
+    if w.ndim == 4:
+        images = np.transpose(w[:, :, 0, :], (2, 0, 1))
+    else:
+        side = int(round(np.sqrt(w.shape[0])))
+        images = w.T.reshape(-1, side, side)
+    scale = np.abs(images).max(axis=(1, 2), keepdims=True) + 1e-8
+    return (images / scale)[..., None]
+
+
+def save_chain_figure(snapshots: Mapping[int, np.ndarray], path: str | Path, chains: int = 8,
+                      title: str = "Langevin chains from uniform noise (column = step)") -> Path:
+    """Rows are chains, columns are steps (titled with the step number)."""
     steps = sorted(snapshots)
     chains = min(chains, len(snapshots[steps[0]]))
     with _figure(path, chains, len(steps), (1.1 * len(steps), 1.1 * chains + 0.4)) as (fig, axes):
@@ -74,7 +88,7 @@ def save_chain_figure(snapshots: Mapping[int, np.ndarray], path: str | Path, cha
                 ax.set_yticks([])
                 if row == 0:
                     ax.set_title(str(step), fontsize=8)
-        fig.suptitle("Langevin chains from uniform noise (column = step)", fontsize=9)
+        fig.suptitle(title, fontsize=9)
     return Path(path)
 
 
@@ -93,28 +107,28 @@ def save_energy_histogram(energies: Mapping[str, np.ndarray], path: str | Path, 
 
 
 def save_loss_curves(history: pd.DataFrame, path: str | Path) -> Path:
-    """Per-epoch training metrics: losses, mean energies and, when the history has it, the
-    replay buffer's class coverage (measured every few epochs)."""
+    """Per-epoch training metrics, one panel per group that the history has: losses, mean
+    energies, the replay buffer's class coverage (deep EBM, every few epochs), pseudo-likelihood
+    (RBM / DBN; a ``layer`` column marks a DBN's layers)."""
     epoch = history["epoch"] if "epoch" in history else np.arange(1, len(history) + 1)
-    watched = "buffer_coverage" in history
-    with _figure(path, 1, 3 if watched else 2, (15 if watched else 10, 3.5)) as (_, axes):
-        left, right = axes[0][:2]
-        if watched:
-            seen = history["buffer_coverage"].notna()
-            axes[0][2].plot(epoch[seen], history["buffer_coverage"][seen], marker="o")
-            axes[0][2].set_ylim(0, 1.02)
-            axes[0][2].set_title("class coverage of the replay buffer")
-            axes[0][2].set_xlabel("epoch")
-            axes[0][2].grid(alpha=0.3)
-        for col in ("loss", "cdiv", "reg", "val_cdiv"):
-            if col in history:
-                left.plot(epoch, history[col], marker=".", label=col)
-        for col in ("real", "fake", "val_real", "val_fake"):
-            if col in history:
-                right.plot(epoch, history[col], marker=".", label=col)
-        left.set_title("losses")
-        right.set_title("mean energy (val_fake = uniform noise)")
-        for ax in (left, right):
+    groups = [("losses", ("loss", "cdiv", "reg", "val_cdiv", "recon", "val_recon")),
+              ("mean energy (val_fake = uniform noise)", ("real", "fake", "val_real", "val_fake")),
+              ("mean free energy", ("free_energy", "val_free_energy")),
+              ("class coverage of the replay buffer", ("buffer_coverage",)),
+              ("pseudo-log-likelihood (nats)", ("pseudo_likelihood", "val_pseudo_likelihood"))]
+    panels = [(title, [c for c in cols if c in history]) for title, cols in groups]
+    panels = [(title, cols) for title, cols in panels if cols]
+    with _figure(path, 1, len(panels), (5 * len(panels), 3.5)) as (_, axes):
+        for ax, (title, cols) in zip(axes[0], panels):
+            for col in cols:
+                seen = history[col].notna()
+                ax.plot(epoch[seen], history[col][seen], marker="." if col != "buffer_coverage" else "o", label=col)
+            if "layer" in history:
+                for start in history.groupby("layer")["epoch"].min().iloc[1:]:
+                    ax.axvline(start - 0.5, color="grey", ls=":", lw=1)
+            if cols == ["buffer_coverage"]:
+                ax.set_ylim(0, 1.02)
+            ax.set_title(title, fontsize=10)
             ax.set_xlabel("epoch")
             ax.legend(fontsize=8)
             ax.grid(alpha=0.3)
@@ -136,17 +150,19 @@ def save_gif(frames: Mapping[int, np.ndarray], path: str | Path, scale: int = 3,
     return path
 
 
-def save_chain_health(table: Mapping[str, np.ndarray], path: str | Path) -> Path:
-    """Energy and input-gradient norm (mean +- std over chains) at each Langevin step."""
+def save_chain_health(table: Mapping[str, np.ndarray], path: str | Path, xlabel: str = "Langevin step",
+                      energy_label: str = "energy E(x)") -> Path:
+    """Energy and, when the table has it, input-gradient norm (mean +- std over chains) per step."""
     step = np.asarray(table["step"])
-    with _figure(path, 1, 2, (10, 3.5)) as (_, axes):
-        for ax, key, label in ((axes[0, 0], "energy", "energy E(x)"),
-                               (axes[0, 1], "grad_norm", "|dE/dx| (before clipping)")):
+    panels = [("energy", energy_label)] + ([("grad_norm", "|dE/dx| (before clipping)")]
+                                           if "grad_norm_mean" in table else [])
+    with _figure(path, 1, len(panels), (5 * len(panels), 3.5)) as (_, axes):
+        for ax, (key, label) in zip(axes[0], panels):
             mean, std = np.asarray(table[f"{key}_mean"]), np.asarray(table[f"{key}_std"])
             ax.plot(step, mean, lw=1.2)
             ax.fill_between(step, mean - std, mean + std, alpha=0.3)
-            ax.set_xscale("log")
-            ax.set_xlabel("Langevin step")
+            ax.set_xscale("symlog", linthresh=1)
+            ax.set_xlabel(xlabel)
             ax.set_title(label + ", mean +- std over chains", fontsize=9)
             ax.grid(alpha=0.3)
     return Path(path)

@@ -29,6 +29,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Iterator, Mapping
@@ -128,6 +129,7 @@ class Tracker:
             "git.commit": commit or "unknown",
             "git.dirty": str(dirty).lower(),
             "params.hash": params.digest(),
+            "ebm.family": params.model.family,
             "ebm.pipeline_key": self.pipeline_key(params),
         }
 
@@ -191,7 +193,11 @@ def stage_run(stage: str, params: Params, section: Mapping | None = None, record
         record.parent.mkdir(parents=True, exist_ok=True)
         record.write_text(json.dumps({"stage": stage, "run_id": run_id, "parent_run_id": parent}) + "\n")
     run = StageRun(tracker, run_id, parent)
-    previous = signal.signal(signal.SIGTERM, _raise_killed)
+    # our own handlers, whatever the parent left: a background job of a non-interactive shell
+    # starts with SIGINT ignored, and Python then installs no KeyboardInterrupt handler
+    handlers = {signal.SIGTERM: _raise_killed, signal.SIGINT: signal.default_int_handler}
+    previous = {sig: signal.signal(sig, handler) for sig, handler in handlers.items()} \
+        if threading.current_thread() is threading.main_thread() else {}
     try:
         yield run
     except (KeyboardInterrupt, StageKilled):
@@ -203,7 +209,8 @@ def stage_run(stage: str, params: Params, section: Mapping | None = None, record
     else:
         run.end("FINISHED")
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def read_run_ids(folder: Path, stages) -> dict[str, str]:
@@ -264,11 +271,9 @@ def _tf_version() -> str:
     return tf.__version__
 
 
-def close_stale_runs(tracker: Tracker | None = None, older_than_s: float = 0.0) -> list[str]:
-    """End RUNNING stage runs whose process is gone: KILLED. Returns their run ids.
-
-    A run started on this host is stale when its pid no longer exists; a run from another host
-    is stale when it started more than ``older_than_s`` seconds ago (0 = never judged)."""
+def close_stale_runs(tracker: Tracker | None = None) -> list[str]:
+    """End RUNNING stage runs of this host whose process is gone: KILLED. Returns their run ids.
+    (Runs from other hosts are left alone: their processes cannot be checked from here.)"""
     tracker = tracker or Tracker()
     host = socket.gethostname()
     closed = []
@@ -277,14 +282,9 @@ def close_stale_runs(tracker: Tracker | None = None, older_than_s: float = 0.0) 
         if not experiments:
             return closed
         runs = tracker.client.search_runs(experiments, filter_string="attributes.status = 'RUNNING'")
-        now = time.time() * 1000
         for run in runs:
             tags = run.data.tags
-            if tags.get("ebm.host") == host and tags.get("ebm.pid"):
-                stale = not _pid_alive(int(tags["ebm.pid"]))
-            else:
-                stale = older_than_s > 0 and now - run.info.start_time > older_than_s * 1000
-            if stale:
+            if tags.get("ebm.host") == host and tags.get("ebm.pid") and not _pid_alive(int(tags["ebm.pid"])):
                 tracker.client.set_terminated(run.info.run_id, "KILLED")
                 closed.append(run.info.run_id)
     return closed

@@ -18,7 +18,10 @@ def tiny_params_dict() -> dict:
     p["generate"].update(n=24, snapshot_steps=[0, 2, 6], chains_shown=4)
     p["generate"]["gif_every"] = 2
     p["classifier"]["epochs"] = 1
-    p["evaluate"].update(batch_size=64, longrun_factor=3, longrun_n=8)
+    p["evaluate"].update(batch_size=64, longrun_factor=3, longrun_n=8, ais_runs=8, ais_betas=60, bound_samples=2)
+    p["generate"]["gibbs_steps"] = 6
+    for family in ("rbm", "dbn"):
+        p[family].update(hidden=16, epochs=2, batch_size=32)
     p["tracking"]["experiment"] = "ebm"
     return p
 

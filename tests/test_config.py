@@ -6,7 +6,8 @@ from tests.conftest import ROOT
 
 def test_project_params_parse_and_hash_is_stable():
     p = load_params(ROOT / "params.yaml")
-    assert p.sampler.steps == 1000 and p.train.sampler.steps < p.sampler.steps  # separate samplers
+    # separate samplers; generation runs about as long as a replay-buffer chain has (README, "Generation length")
+    assert p.sampler.steps == round(p.train.sampler.steps / p.train.fresh_fraction)
     assert p.digest() == load_params(ROOT / "params.yaml").digest()
     assert p.digest() != parse_params({"sampler": {"step_size": 5}}).digest()
 
@@ -22,6 +23,14 @@ def test_project_params_parse_and_hash_is_stable():
         ({"train": {"epochs": 2.5}}, "train.epochs"),
         ({"train": {"epoch": 3}}, "train.epoch"),
         ({"generate": {"snapshot_steps": [0, 5000]}}, "generate.snapshot_steps"),
+        ({"model": {"family": "gan"}}, "model.family"),
+        ({"rbm": {"binarize": "round"}}, "rbm.binarize"),
+        ({"rbm": {"cd_k": 0}}, "rbm.cd_k"),
+        ({"dbn": {"momentum": 1.0}}, "dbn.momentum"),
+        ({"dbn": {"hidden_units": 10}}, "dbn.hidden_units"),
+        ({"evaluate": {"ais_runs": 1}}, "evaluate.ais_runs"),
+        ({"model": {"family": "rbm"}, "generate": {"gibbs_steps": 10, "snapshot_steps": [0, 20]}},
+         "generate.snapshot_steps"),
     ],
 )
 def test_bad_params_name_the_key(raw, key):

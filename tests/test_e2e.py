@@ -1,5 +1,7 @@
 """End to end: the real `dvc repro`, `dvc exp run` and a queued sweep in a temporary git repo."""
 
+import io
+import json
 import os
 import shutil
 import subprocess
@@ -121,3 +123,36 @@ def test_queued_sweep_with_two_workers_loses_no_run(baseline):
                          cwd=repo, env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines()[0].startswith("experiment,sampler.step_size,fid")
+
+
+def test_rbm_and_dbn_run_from_params_alone_and_compare_with_the_deep_ebm(baseline):
+    repo, env, _ = baseline
+    for family in ("rbm", "dbn"):
+        out = sh("dvc", "exp", "run", "-n", family, "-S", f"model.family={family}", cwd=repo, env=env)
+        assert "Running stage 'train'" in out and "Running stage 'evaluate'" in out
+        assert "Running stage 'classifier'" not in out  # the judge is shared by every family
+        metrics = json.loads((repo / "reports/metrics.json").read_text())
+        assert metrics["test_loglik"] < 0 and metrics.get("log_z_low", -1e300) <= metrics["log_z"] <= metrics["log_z_high"]
+        assert f"{family.upper()}: likelihood" in (repo / "reports/report.html").read_text()
+        history = pd.read_csv(repo / "reports/train/history.csv")
+        assert history["layer"].tolist() == ([1, 1] if family == "rbm" else [1, 1, 2, 2])
+    runs = all_runs(repo)
+    for family in ("rbm", "dbn"):
+        mine = runs[runs["tags.dvc.exp_name"] == family]
+        assert sorted(mine.loc[mine["tags.ebm.role"] == "stage", "tags.ebm.stage"]) == ["evaluate", "generate", "train"]
+        assert (mine["status"] == "FINISHED").all() and (mine["tags.ebm.family"] == family).all()
+        parent = mine[mine["tags.ebm.role"] == "pipeline"].iloc[0]
+        assert parent["params.model.family"] == family
+        assert parent["metrics.test_loglik"] < 0 and parent["metrics.fid"] > 0 and pd.notna(parent["metrics.log_z"])
+        train = mine[mine["tags.ebm.stage"] == "train"].iloc[0]
+        client = mlflow.MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
+        history = client.get_metric_history(train["run_id"], "val_pseudo_likelihood")
+        assert len(history) == (2 if family == "rbm" else 4)  # per epoch (a dbn's two layers)
+        assert {a.path for a in client.list_artifacts(train["run_id"])} >= {"checkpoint", "history.csv", "rbm_filters"}
+    out = subprocess.run([str(Path(sys.executable).parent / "ebm"), "compare", "--all", "--format", "csv"],
+                         cwd=repo, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    table = pd.read_csv(io.StringIO(out.stdout))
+    assert {"rbm", "dbn"} <= set(table["experiment"]) and {"ebm", "rbm", "dbn"} <= set(table["model.family"])
+    assert table.loc[table["experiment"].isin(["rbm", "dbn"]), "test_loglik"].notna().all()
+    sh("git", "checkout", "--", ".", cwd=repo, env=env)

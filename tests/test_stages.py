@@ -19,7 +19,8 @@ def run_all(tmp_path, params):
     runs = tmp_path / "r/runs"
     pipeline.prepare(params, pipeline.PreparePaths(data=prepared, record=runs / "prepare.json"))
     tp = pipeline.TrainPaths(data=prepared, model=tmp_path / "models/e.keras", history=tmp_path / "r/history.csv",
-                             negatives=tmp_path / "r/negatives.png", record=runs / "train.json")
+                             negatives=tmp_path / "r/negatives.png", filters=tmp_path / "r/filters.png",
+                             record=runs / "train.json")
     pipeline.train(params, tp, verbose=0)
     cp = pipeline.ClassifierPaths(data=prepared, model=tmp_path / "models/c.keras", metrics=tmp_path / "r/clf.json",
                                   record=runs / "classifier.json")
@@ -31,6 +32,7 @@ def run_all(tmp_path, params):
     pipeline.generate(params, gp)
     ep = pipeline.EvaluatePaths(data=prepared, model=tp.model, classifier=cp.model, classifier_metrics=cp.metrics,
                                 samples=gp.samples, history=tp.history, generate_reports=g, negatives=tp.negatives,
+                                filters=tp.filters,
                                 metrics=tmp_path / "r/metrics.json", figures=tmp_path / "r/eval",
                                 ood=tmp_path / "r/eval/ood.csv", report=tmp_path / "r/report.html",
                                 record=runs / "evaluate.json")
@@ -69,7 +71,7 @@ def test_every_stage_writes_its_outputs_and_logs_a_run(pipeline_run):
         assert -1.0 <= f["samples"].min() and f["samples"].max() <= 1.0
     health = pd.read_csv(gp.health)
     assert health["step"].tolist() == list(range(1, 7)) and health["grad_norm_mean"].gt(0).all()
-    for png in (tp.negatives, gp.grid, gp.chains, gp.health_plot, *ep.figures.glob("*.png")):
+    for png in (tp.negatives, tp.filters, gp.grid, gp.chains, gp.health_plot, *ep.figures.glob("*.png")):
         assert Image.open(png).size[0] > 50
     gif = Image.open(gp.gif)
     assert gif.n_frames == 4  # steps 0, 2, 4, 6

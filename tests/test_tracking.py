@@ -70,9 +70,12 @@ STAGE_THAT_WAITS = textwrap.dedent("""
 """)
 
 
-def _start_waiting_stage(tmp_path):
+def _start_waiting_stage(tmp_path, inherited=signal.SIG_DFL):
+    """The stage in a child process whose SIGINT disposition starts as ``inherited`` (set
+    explicitly, so the test does not depend on how pytest itself was started)."""
     proc = subprocess.Popen([sys.executable, "-c", STAGE_THAT_WAITS], cwd=tmp_path, stdout=subprocess.PIPE,
-                            text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+                            text=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, inherited))
     assert proc.stdout.readline().strip() == "started"
     return proc
 
@@ -82,9 +85,12 @@ def _stage_statuses():
     return runs.loc[runs["tags.ebm.role"] == "stage", "status"].tolist()
 
 
+@pytest.mark.parametrize("inherited", [signal.SIG_DFL, signal.SIG_IGN], ids=["sigint-default", "sigint-ignored"])
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_a_killed_stage_ends_killed(tmp_path, mlflow_store, sig):
-    proc = _start_waiting_stage(tmp_path)
+def test_a_killed_stage_ends_killed(tmp_path, mlflow_store, sig, inherited):
+    """Also when the stage starts with SIGINT ignored, as a background job of a non-interactive
+    shell does (``nohup ... &``): the stage installs its own handlers."""
+    proc = _start_waiting_stage(tmp_path, inherited)
     assert _stage_statuses() == ["RUNNING"]
     proc.send_signal(sig)
     proc.wait(timeout=60)

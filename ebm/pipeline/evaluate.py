@@ -30,20 +30,28 @@ def evaluate(params: Params, paths: EvaluatePaths, network=None, track: bool = T
     with maybe_stage_run(track, "evaluate", params, section, paths.record,
                          upstream=("prepare", "train", "classifier", "generate")) as run:
         network = network or load_energy_network(paths.model)
-        energy = energy_fn(network)
+        family = getattr(network, "family", "ebm")
         classifier = load_classifier(paths.classifier)
         train = data_lib.load_split(paths.data / "train.npz")
         test = data_lib.load_split(paths.data / "test.npz")
         samples = load_samples(paths.samples)
-        longrun = None
-        if e.longrun_factor > 1:
+        longrun, extra, family_section = None, {}, []
+        if family != "ebm":
+            from ebm.pipeline import boltzmann
+
+            energy, longrun = boltzmann.scoring_functions(params, network)
+            extra = boltzmann.likelihood(params, network, paths.data)
+            family_section = boltzmann.likelihood_paragraphs(params, network, extra)
+        else:
+            energy = energy_fn(network)
+        if family == "ebm" and e.longrun_factor > 1:
             more = dataclasses.replace(params.sampler, steps=params.sampler.steps * (e.longrun_factor - 1))
             sampler = generation_sampler(dataclasses.replace(params, sampler=more), n=min(len(samples), e.longrun_n))
             chain = chain_energy(network)
             longrun = lambda x: sampler.chain(chain, x)[0].numpy()  # noqa: E731
         result = evaluation.evaluate(energy, classifier, train.x, test.x, samples, seed=e.seed, longrun=longrun,
                                      longrun_n=e.longrun_n, gates=longrun_gates(params), batch_size=e.batch_size)
-        metrics = result.metrics
+        metrics = {**result.metrics, **extra}
         paths.metrics.parent.mkdir(parents=True, exist_ok=True)
         paths.metrics.write_text(json.dumps(metrics, indent=2) + "\n")
         ood = pd.DataFrame({"outliers": list(result.ood_auroc), "auroc": list(result.ood_auroc.values()),
@@ -51,7 +59,8 @@ def evaluate(params: Params, paths: EvaluatePaths, network=None, track: bool = T
         paths.ood.parent.mkdir(parents=True, exist_ok=True)
         ood.to_csv(paths.ood, index=False)
         figures = draw_figures(result, samples, pd.read_csv(paths.history), paths)
-        write_report(params, paths, metrics, ood, figures, title or "EBM experiment report", run)
+        title = title or ("EBM experiment report" if family == "ebm" else f"{family.upper()} experiment report")
+        write_report(params, paths, metrics, ood, figures, title, run, family, family_section)
         run.metrics(metrics, on_parent=True)
         for path in (paths.metrics, paths.ood, paths.report, *figures.values()):
             run.artifact(path)
@@ -90,7 +99,8 @@ def draw_figures(result, samples, history, paths: EvaluatePaths) -> dict:
     return figures
 
 
-def write_report(params: Params, paths: EvaluatePaths, metrics: dict, ood, figures: dict, title: str, run) -> None:
+def write_report(params: Params, paths: EvaluatePaths, metrics: dict, ood, figures: dict, title: str, run,
+                 family: str = "ebm", family_section: list[str] = ()) -> None:
     from ebm import report
 
     gen = paths.generate_reports
@@ -100,8 +110,9 @@ def write_report(params: Params, paths: EvaluatePaths, metrics: dict, ood, figur
     longrun = longrun_paragraphs(params, metrics)
     sections = {
         "Metrics": [report.table(rows, ("metric", "value"))],
-        "Samples": [img(gen / "samples.png"), "<p>Newest replay-buffer negatives at the end of training:</p>",
-                    img(paths.negatives)],
+        "Samples": [img(gen / "samples.png"), "<p>" + ("Newest replay-buffer negatives" if family == "ebm" else
+                                                       "The PCD fantasy particles (visible probabilities)")
+                    + " at the end of training:</p>", img(paths.negatives)],
         "What the classifier reads": [
             f"<p>The judge's confident share (p >= 0.9) is {metrics['confident_share']:.3f}. The 64 samples it is "
             "least sure of (left) and most sure of (right), then the samples grouped by the class it reads, "
@@ -110,7 +121,11 @@ def write_report(params: Params, paths: EvaluatePaths, metrics: dict, ood, figur
                         if k.startswith("confident_")) + ".</p>",
             "<div style='display:flex;gap:1em'>" + img(figures["least_confident"]) + img(figures["most_confident"])
             + "</div>", img(figures["by_class"])],
-        "Langevin chains": [img(gen / "chains.png"), img(gen / "chains.gif")],
+        **({} if family == "ebm" else {f"{family.upper()}: likelihood": family_section}),
+        "First-layer filters": ["<p>" + ("The energy network's first convolution kernels" if family == "ebm" else
+                                         "Weights of the first 64 hidden units of the first RBM")
+                                + ", each scaled to its own range (grey = 0):</p>", img(paths.filters)],
+        "Langevin chains" if family == "ebm" else "Gibbs chains": [img(gen / "chains.png"), img(gen / "chains.gif")],
         "Training": [img(figures["loss_curves"])],
         "Energies": [img(figures["energies"])],
         "Out-of-distribution detection": [report.table(ood.itertuples(index=False), ood.columns), img(figures["ood"])],
@@ -118,8 +133,9 @@ def write_report(params: Params, paths: EvaluatePaths, metrics: dict, ood, figur
         "Coverage and memorisation": [img(figures["classes"]), img(figures["memorisation"])],
         "Long-run check": longrun + ([img(figures["longrun"])] if "longrun" in figures else []),
     }
-    meta = {"params hash": params.digest(), "run": run.run_id or "not tracked",
-            "sampler": f"{params.sampler.steps} steps x {params.sampler.step_size}"}
+    sampler = f"{params.sampler.steps} Langevin steps x {params.sampler.step_size}" if family == "ebm" else \
+        f"{params.generate.gibbs_steps} block Gibbs sweeps"
+    meta = {"family": family, "params hash": params.digest(), "run": run.run_id or "not tracked", "sampler": sampler}
     report.write(paths.report, title, meta, sections)
 
 
@@ -144,7 +160,8 @@ def longrun_paragraphs(params: Params, metrics: dict) -> list[str]:
         (f"confident share {metrics['longrun_confident_share']:.3f} no more than {e.longrun_max_confident_drop:g} below "
          f"its start {metrics['longrun_confident_share_before']:.3f}", held["confident"]),
     ]
-    out = [f"<p>{int(metrics['longrun_n'])} chains continued to {e.longrun_factor} x {params.sampler.steps} steps. "
+    steps = f"{params.sampler.steps} steps" if params.model.family == "ebm" else f"{params.generate.gibbs_steps} sweeps"
+    out = [f"<p>{int(metrics['longrun_n'])} chains continued to {e.longrun_factor} x {steps}. "
            f"Before -> after: FID {metrics['longrun_fid_before']:.3g} -> {metrics['longrun_fid']:.3g}, KID "
            f"{metrics['longrun_kid_before']:.3g} -> {metrics['longrun_kid']:.3g}, coverage "
            f"{metrics['longrun_coverage_before']:.3f} -> {metrics['longrun_coverage']:.3f}, mean energy "

@@ -19,6 +19,7 @@ class TrainPaths:
     model: Path = Path("models/energy.keras")
     history: Path = Path("reports/train/history.csv")
     negatives: Path = Path("reports/train/negatives.png")
+    filters: Path = Path("reports/train/filters.png")
     record: Path = Path("reports/runs/train.json")
 
 
@@ -52,6 +53,7 @@ class EvaluatePaths:
     history: Path = Path("reports/train/history.csv")
     generate_reports: Path = Path("reports/generate")
     negatives: Path = Path("reports/train/negatives.png")
+    filters: Path = Path("reports/train/filters.png")
     metrics: Path = Path("reports/metrics.json")
     figures: Path = Path("reports/evaluate")
     ood: Path = Path("reports/evaluate/ood.csv")

@@ -40,10 +40,15 @@ def build_model(params: Params, energy_net=None):
 
 
 def train(params: Params, paths: TrainPaths, verbose: int | None = None) -> dict:
+    """Train the model family that ``model.family`` names and save it to ``paths.model``."""
+    if params.model.family != "ebm":
+        from ebm.pipeline import boltzmann
+
+        return boltzmann.train(params, paths, verbose)
     import tensorflow as tf
 
     from ebm.callbacks import BufferCoverage, DivergenceGuard, EnergyCheckpoint, HistoryCSV, MlflowEpochLogger
-    from ebm.plots import save_grid
+    from ebm.plots import kernel_images, save_grid
     from ebm.runtime import configure_threads
     from ebm.tracking import stage_run
 
@@ -75,7 +80,9 @@ def train(params: Params, paths: TrainPaths, verbose: int | None = None) -> dict
                   verbose=verbose)
         seconds = time.perf_counter() - start
         save_grid(model.buffer.newest(64).numpy(), paths.negatives)
-        for path in (paths.history, paths.negatives):
+        first_conv = next(layer for layer in model.energy_net.layers if layer.weights and layer.weights[0].ndim == 4)
+        save_grid(kernel_images(first_conv.weights[0].numpy()), paths.filters, scale=12)
+        for path in (paths.history, paths.negatives, paths.filters):
             run.artifact(path)
         if checkpoint.saved_epoch:
             run.artifact(paths.model, "checkpoint")
