@@ -87,6 +87,8 @@ class TrainConfig:
     epochs: int = 60
     batch_size: int = 128
     learning_rate: float = 1e-4
+    lr_schedule: str = "constant"  # constant | cosine (to lr_min_fraction x learning_rate at the last step)
+    lr_min_fraction: float = 0.1
     beta_1: float = 0.0
     alpha: float = 0.1
     real_noise: float = 0.005
@@ -107,6 +109,9 @@ class TrainConfig:
         _check(self.epochs >= 1, "epochs", f"must be >= 1; got {self.epochs}")
         _check(self.batch_size >= 2, "batch_size", f"must be >= 2; got {self.batch_size}")
         _check(self.learning_rate > 0, "learning_rate", f"must be > 0; got {self.learning_rate}")
+        _check(self.lr_schedule in ("constant", "cosine"), "lr_schedule",
+               f"must be constant or cosine; got {self.lr_schedule!r}")
+        _check(0 <= self.lr_min_fraction <= 1, "lr_min_fraction", f"must be in [0, 1]; got {self.lr_min_fraction}")
         _check(0 <= self.beta_1 < 1, "beta_1", f"must be in [0, 1); got {self.beta_1}")
         _check(self.alpha >= 0, "alpha", f"must be >= 0; got {self.alpha}")
         _check(self.real_noise >= 0, "real_noise", f"must be >= 0; got {self.real_noise}")

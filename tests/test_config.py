@@ -24,6 +24,8 @@ def test_project_params_parse_and_hash_is_stable():
         ({"train": {"epoch": 3}}, "train.epoch"),
         ({"generate": {"snapshot_steps": [0, 5000]}}, "generate.snapshot_steps"),
         ({"model": {"family": "gan"}}, "model.family"),
+        ({"train": {"lr_schedule": "linear"}}, "train.lr_schedule"),
+        ({"train": {"lr_min_fraction": 1.5}}, "train.lr_min_fraction"),
         ({"rbm": {"binarize": "round"}}, "rbm.binarize"),
         ({"rbm": {"cd_k": 0}}, "rbm.cd_k"),
         ({"dbn": {"momentum": 1.0}}, "dbn.momentum"),

@@ -122,3 +122,20 @@ def test_buffer_coverage_reads_a_collapsed_buffer_as_one_class():
     skipped = {}
     watch.on_epoch_end(2, skipped)  # epoch 3 of every=2: not measured
     assert skipped == {}
+
+
+def test_cosine_schedule_decays_the_learning_rate_to_its_floor_at_the_last_step():
+    from ebm.config import parse_params
+    from ebm.pipeline.train import build_model
+    from tests.conftest import tiny_params_dict
+
+    raw = tiny_params_dict()
+    raw["train"].update(lr_schedule="cosine", lr_min_fraction=0.1, learning_rate=0.001, epochs=3)
+    model = build_model(parse_params(raw), steps_per_epoch=10)
+    schedule = model.optimizer._learning_rate  # the schedule object (``learning_rate`` is its current value)
+    rates = [float(schedule(step)) for step in (0, 15, 30, 40)]
+    assert rates[0] == pytest.approx(0.001)
+    assert rates[1] == pytest.approx(0.001 * (0.1 + 0.9 * 0.5))  # half way: half of the way down
+    assert rates[2] == pytest.approx(0.0001) and rates[3] == pytest.approx(0.0001)  # the floor, then held
+    raw["train"]["lr_schedule"] = "constant"
+    assert float(build_model(parse_params(raw), steps_per_epoch=10).optimizer.learning_rate) == pytest.approx(0.001)

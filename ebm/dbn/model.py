@@ -74,12 +74,12 @@ class DBN(keras.Model):
         ``E_q[log p(v | h1) - F_top(h1)] - log Z_top + H(q)``."""
         v = tf.convert_to_tensor(v, tf.float32)
         q = self.bottom.hidden_probs(v)
+        n, hidden = tf.shape(q)[0], tf.shape(q)[1]
         rng = tf.random.Generator.from_seed(seed)
-        terms = []
-        for _ in range(samples):
-            h = tf.cast(rng.uniform(tf.shape(q)) < q, tf.float32)
-            terms.append(log_conditional(v, h, self.bottom.w, self.bottom.b) - self.top.free_energy(h))
-        return (tf.reduce_mean(tf.stack(terms), axis=0) + bernoulli_entropy(q)).numpy() - log_z_top
+        h = tf.cast(rng.uniform((samples, n, hidden)) < q[None], tf.float32)  # all draws at once
+        flat_h, flat_v = tf.reshape(h, (-1, hidden)), tf.reshape(tf.tile(v[None], (samples, 1, 1)), (samples * n, -1))
+        terms = log_conditional(flat_v, flat_h, self.bottom.w, self.bottom.b) - self.top.free_energy(flat_h)
+        return (tf.reduce_mean(tf.reshape(terms, (samples, n)), axis=0) + bernoulli_entropy(q)).numpy() - log_z_top
 
 
 def bernoulli_entropy(q):

@@ -16,8 +16,9 @@ class TrainingDiverged(RuntimeError):
     """Training produced non-finite or runaway energies; the last healthy checkpoint is kept."""
 
 
-def build_model(params: Params, energy_net=None):
-    """The compiled contrastive-divergence model for ``params`` (a fresh network by default)."""
+def build_model(params: Params, energy_net=None, steps_per_epoch: int = 1):
+    """The compiled contrastive-divergence model for ``params`` (a fresh network by default);
+    ``steps_per_epoch`` sets the length of a ``cosine`` learning-rate schedule."""
     import keras
 
     from ebm.buffer import ReplayBuffer
@@ -35,7 +36,11 @@ def build_model(params: Params, energy_net=None):
     buffer = ReplayBuffer(t.buffer_size, t.batch_size, IMAGE_SHAPE, t.fresh_fraction, seed=t.seed + 2)
     model = ContrastiveDivergenceModel(energy_net, sampler, buffer, alpha=t.alpha, real_noise=t.real_noise,
                                        seed=t.seed + 3, buffer_shift=t.buffer_shift, ema_decay=t.ema_decay)
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate=t.learning_rate, beta_1=t.beta_1))
+    lr = t.learning_rate
+    if t.lr_schedule == "cosine":
+        lr = keras.optimizers.schedules.CosineDecay(t.learning_rate, decay_steps=t.epochs * steps_per_epoch,
+                                                    alpha=t.lr_min_fraction)
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=lr, beta_1=t.beta_1))
     return model
 
 
@@ -65,7 +70,7 @@ def train(params: Params, paths: TrainPaths, verbose: int | None = None) -> dict
 
     section = {**asdict(t), "model": asdict(params.model)}
     with stage_run("train", params, section, paths.record, upstream=("prepare",)) as run:
-        model = build_model(params)
+        model = build_model(params, steps_per_epoch=len(train_split.x) // t.batch_size)
         guard = DivergenceGuard(t.max_abs_energy)
         checkpoint = EnergyCheckpoint(paths.model, guard)
         callbacks = [HistoryCSV(paths.history), guard, checkpoint,
