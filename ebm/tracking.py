@@ -175,15 +175,23 @@ def stage_run(stage: str, params: Params, section: Mapping | None = None, record
     that the stage declares as a DVC output, so a stage that DVC skips still names its run).
     Tags the run ids of the ``upstream`` stages, read from their records beside ``record``, so
     every evaluation traces to its training run. Ends the run FINISHED, FAILED or KILLED.
+
+    First closes this host's runs whose process is gone (:func:`close_stale_runs`: a SIGKILLed
+    stage cannot end its own run); a closed run of the same stage and pipeline is named in the
+    new run's tag ``ebm.replaces_killed``.
     """
     tracker = Tracker()
     base_tags = tracker.tags(params)
+    replaced = [rid for rid in close_stale_runs(tracker)
+                if (t := tracker.client.get_run(rid).data.tags).get("ebm.stage") == stage
+                and t.get("ebm.pipeline_key") == base_tags["ebm.pipeline_key"]]
     with tracker.locked():
         experiment_id = tracker.ensure_experiment(tracker.experiment_name(params))
         parent = tracker.parent_run(experiment_id, params, base_tags)
         upstream_ids = read_run_ids(record.parent, upstream) if record else {}
         tags = {**base_tags, "ebm.stage": stage, "ebm.role": "stage", "mlflow.parentRunId": parent,
                 "ebm.host": socket.gethostname(), "ebm.pid": str(os.getpid()),
+                **({"ebm.replaces_killed": ",".join(replaced)} if replaced else {}),
                 **{f"ebm.upstream.{name}": rid for name, rid in upstream_ids.items()}}
         run_id = tracker.client.create_run(experiment_id, run_name=f"{stage} {base_tags['dvc.exp_name']}",
                                            tags=tags).info.run_id

@@ -102,14 +102,29 @@ def test_close_stale_runs_ends_runs_of_dead_processes(tmp_path, mlflow_store):
     proc.kill()  # SIGKILL: no handler runs, the run stays RUNNING
     proc.wait(timeout=60)
     assert _stage_statuses() == ["RUNNING"]
+    assert len(tracking.close_stale_runs()) == 1
+    assert _stage_statuses() == ["KILLED"]
     alive = _start_waiting_stage(tmp_path)
     try:
-        closed = tracking.close_stale_runs()
-        assert len(closed) == 1
+        assert tracking.close_stale_runs() == []
         assert sorted(_stage_statuses()) == ["KILLED", "RUNNING"]  # the live one is left alone
     finally:
         alive.terminate()
         alive.wait(timeout=60)
+
+
+def test_a_new_stage_closes_a_killed_run_and_names_it(tmp_path, mlflow_store):
+    proc = _start_waiting_stage(tmp_path)
+    proc.kill()  # SIGKILL mid-stage: its run stays RUNNING
+    proc.wait(timeout=60)
+    killed = mlflow.search_runs(experiment_names=["ebm"], filter_string="attributes.status = 'RUNNING'")
+    assert len(killed) == 1
+    with tracking.stage_run("train", parse_params(tiny_params_dict())) as run:
+        pass
+    runs = mlflow.search_runs(experiment_names=["ebm"]).set_index("run_id")
+    assert runs.loc[killed["run_id"].iloc[0], "status"] == "KILLED"
+    assert runs.loc[run.run_id, "status"] == "FINISHED"
+    assert runs.loc[run.run_id, "tags.ebm.replaces_killed"] == killed["run_id"].iloc[0]
 
 
 WRITER = textwrap.dedent("""
