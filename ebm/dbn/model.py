@@ -34,11 +34,6 @@ class DBN(keras.Model):
     def call(self, v):
         return self.visible_energy(v)
 
-    def hidden_data(self, v, rng: tf.random.Generator):
-        """Training data for ``top``: a binary draw of ``h1 ~ p(h1 | v)`` (fresh at each call)."""
-        p = self.bottom.hidden_probs(v)
-        return tf.cast(rng.uniform(tf.shape(p)) < p, tf.float32)
-
     def down(self, h1):
         return self.bottom.visible_probs(tf.convert_to_tensor(h1, tf.float32)).numpy()
 

@@ -84,6 +84,7 @@ def fit_model(params: Params, v_train, v_test, history=None, run=None, verbose: 
     import tensorflow as tf
 
     from ebm.dbn.model import DBN
+    from ebm.rbm.model import bernoulli
 
     if history is not None:
         history.tags = {"layer": 1}
@@ -93,7 +94,7 @@ def fit_model(params: Params, v_train, v_test, history=None, run=None, verbose: 
         return bottom
     d = params.dbn
     rng = tf.random.Generator.from_seed(d.seed)
-    h_train, h_test = _draw(bottom.hidden_probs(v_train), rng), _draw(bottom.hidden_probs(v_test), rng)
+    h_train, h_test = bernoulli(bottom.hidden_probs(v_train), rng), bernoulli(bottom.hidden_probs(v_test), rng)
     if history is not None:
         history.tags, history.offset = {"layer": 2}, params.rbm.epochs
     top = fit_layer(d, params.rbm.hidden, h_train, h_test, history, run, verbose, "dbn",
@@ -139,12 +140,6 @@ def train(params: Params, paths, verbose: int | None = None) -> dict:
         run.metrics(summary)
     print(f"train: {family} in {seconds:.0f} s ({seconds / epochs:.2f} s/epoch) -> {paths.model}")
     return summary
-
-
-def _draw(p, rng):
-    import tensorflow as tf
-
-    return tf.cast(rng.uniform(tf.shape(p)) < p, tf.float32)
 
 
 def _config(rbm) -> dict:
