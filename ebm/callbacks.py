@@ -4,6 +4,7 @@ and a watch on the class coverage of the replay buffer."""
 from __future__ import annotations
 
 import math
+import os
 import tempfile
 from pathlib import Path
 
@@ -28,45 +29,65 @@ class HistoryCSV(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         self.rows.append({"epoch": self.offset + epoch + 1, **self.tags,
                           **{k: float(v) for k, v in (logs or {}).items()}})
+        self.write()
+
+    def write(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         pd.DataFrame(self.rows).to_csv(self.path, index=False)
 
 
 class DivergenceGuard(keras.callbacks.Callback):
-    """Stops training when the loss turns non-finite or an energy leaves ``[-max_abs, max_abs]``,
-    and keeps the reason in ``self.reason``. The checkpoint of the last healthy epoch stays."""
+    """Stops training when a batch's loss or energies turn non-finite, a batch's mean energy
+    leaves ``[-max_abs_energy, max_abs_energy]``, or a batch's contrastive divergence
+    ``|E(real) - E(negatives)|`` exceeds ``max_abs_cdiv`` (the sampler lost the data: the
+    collapse), and keeps the reason in ``self.reason``. Each batch's own values are recovered
+    from Keras's running means, so one runaway batch is not diluted by the epoch."""
 
-    def __init__(self, max_abs_energy: float):
+    def __init__(self, max_abs_energy: float, max_abs_cdiv: float = math.inf):
         super().__init__()
         self.max_abs_energy = max_abs_energy
+        self.max_abs_cdiv = max_abs_cdiv
         self.reason: str | None = None
         self.epoch = 0
+        self._means: dict[str, float] = {}
+
+    def reset(self) -> None:
+        self.reason = None
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch = epoch + 1
+        self._means = {}
 
-    def _check(self, logs, where: str) -> bool:
-        for key in ("loss", "real", "fake"):
-            value = (logs or {}).get(key)
-            if value is None:
-                continue
-            value = float(value)
+    def _check(self, values, where: str) -> bool:
+        for key, value in values.items():
             if not math.isfinite(value):
                 self.reason = f"{key} became {value} at {where}"
-            elif key != "loss" and abs(value) > self.max_abs_energy:
+            elif key in ("real", "fake") and abs(value) > self.max_abs_energy:
                 self.reason = (f"mean energy '{key}' reached {value:.4g} at {where}, beyond "
                                f"train.max_abs_energy={self.max_abs_energy:g}")
+            elif key == "cdiv" and abs(value) > self.max_abs_cdiv:
+                self.reason = (f"contrastive divergence reached {value:.4g} at {where}, beyond "
+                               f"train.max_abs_cdiv={self.max_abs_cdiv:g}")
             if self.reason:
                 self.model.stop_training = True
                 return False
         return True
 
     def on_train_batch_end(self, batch, logs=None):
-        if self.reason is None:
-            self._check(logs, f"epoch {self.epoch}, batch {batch + 1}")
+        if self.reason is not None:
+            return
+        values = {}
+        for key in ("loss", "real", "fake", "cdiv"):
+            if (logs or {}).get(key) is None:
+                continue
+            mean = float(logs[key])  # the running mean over this epoch's batches 0..batch
+            values[key] = (batch + 1) * mean - batch * self._means.get(key, 0.0)
+            self._means[key] = mean
+        self._check(values, f"epoch {self.epoch}, batch {batch + 1}")
 
     def healthy(self, logs) -> bool:
-        return self.reason is None and self._check(logs, f"the end of epoch {self.epoch}")
+        values = {k: float(logs[k]) for k in ("loss", "real", "fake") if (logs or {}).get(k) is not None}
+        return self.reason is None and self._check(values, f"the end of epoch {self.epoch}")
 
 
 class BufferCoverage(keras.callbacks.Callback):
@@ -93,7 +114,8 @@ class BufferCoverage(keras.callbacks.Callback):
 
 class EnergyCheckpoint(keras.callbacks.Callback):
     """Saves the network to sample from (``model.sampling_network()``: the moving average of the
-    weights when the model keeps one) after every healthy epoch."""
+    weights when the model keeps one) after every healthy epoch, atomically
+    (:func:`save_model_atomic`)."""
 
     def __init__(self, path: str | Path, guard: DivergenceGuard):
         super().__init__()
@@ -103,9 +125,44 @@ class EnergyCheckpoint(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         if self.guard.healthy(logs):
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.model.sampling_network().save(self.path)
+            save_model_atomic(self.model.sampling_network(), self.path)
             self.saved_epoch = epoch + 1
+
+
+class TrainingStateKeeper(keras.callbacks.Callback):
+    """After every healthy epoch, keeps the model's full training state in memory (``last``,
+    for a rollback) and on disk at ``path`` (for a resume; :mod:`ebm.resume`), with the history
+    rows of ``history``. Attach after the guard and the history."""
+
+    def __init__(self, path: str | Path | None, key: str, guard: DivergenceGuard, history: HistoryCSV):
+        super().__init__()
+        self.path, self.key, self.guard, self.history = path, key, guard, history
+        self.last = None
+
+    def keep(self, epoch: int) -> None:
+        from ebm import resume
+
+        self.last = resume.capture(self.model, epoch, self.history.rows)
+        if self.path is not None:
+            resume.save(self.path, self.last, self.key)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.guard.healthy(logs):
+            self.keep(epoch + 1)
+
+
+def save_model_atomic(model: keras.Model, path: str | Path) -> Path:
+    """``model.save(path)`` through a temporary file in the same folder and a rename, so a kill
+    mid-write leaves the previous file whole."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+    try:
+        model.save(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
 
 
 class MlflowEpochLogger(keras.callbacks.Callback):

@@ -100,6 +100,10 @@ class TrainConfig:
     intra_op_threads: int = 0
     inter_op_threads: int = 0
     max_abs_energy: float = 1e4
+    max_abs_cdiv: float = 5.0
+    on_divergence: str = "rollback"  # stop | rollback (to the last healthy epoch, at a lower rate)
+    max_rollbacks: int = 3
+    rollback_lr_factor: float = 0.5
     ema_decay: float = 0.0
     buffer_shift: int = 0
     monitor_every: int = 5
@@ -121,6 +125,12 @@ class TrainConfig:
         _check(self.intra_op_threads >= 0, "intra_op_threads", "must be >= 0 (0 = automatic)")
         _check(self.inter_op_threads >= 0, "inter_op_threads", "must be >= 0 (0 = automatic)")
         _check(self.max_abs_energy > 0, "max_abs_energy", "must be > 0")
+        _check(self.max_abs_cdiv > 0, "max_abs_cdiv", f"must be > 0; got {self.max_abs_cdiv}")
+        _check(self.on_divergence in ("stop", "rollback"), "on_divergence",
+               f"must be stop or rollback; got {self.on_divergence!r}")
+        _check(self.max_rollbacks >= 0, "max_rollbacks", f"must be >= 0; got {self.max_rollbacks}")
+        _check(0 < self.rollback_lr_factor <= 1, "rollback_lr_factor",
+               f"must be in (0, 1]; got {self.rollback_lr_factor}")
         _check(0 <= self.ema_decay < 1, "ema_decay", f"must be in [0, 1) (0 = no moving average); got {self.ema_decay}")
         _check(self.buffer_shift >= 0, "buffer_shift", f"must be >= 0 pixels (0 = off); got {self.buffer_shift}")
         _check(self.monitor_every >= 1, "monitor_every", f"must be >= 1; got {self.monitor_every}")

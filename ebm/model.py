@@ -42,6 +42,9 @@ class ContrastiveDivergenceModel(keras.Model):
         self.buffer_shift = buffer_shift
         self.ema_decay = ema_decay
         self.rng = tf.random.Generator.from_seed(seed)
+        self.val_rng = tf.random.Generator.from_seed(seed + 7919)  # validation noise, apart from training's
+        self.lr_scale = tf.Variable(1.0, trainable=False, name="lr_scale")  # lowered by each rollback
+        self.rollbacks = tf.Variable(0, trainable=False, name="rollbacks")
         self.chain_energy = chain_energy(energy_net)
         self.ema_weights = [tf.Variable(w, trainable=False, name="ema") for w in energy_net.weights] \
             if ema_decay > 0 else []
@@ -95,7 +98,7 @@ class ContrastiveDivergenceModel(keras.Model):
 
     def test_step(self, data):
         real = self._images(data)
-        noise = self.rng.uniform(tf.shape(real), minval=-1.0, maxval=1.0)
+        noise = self.val_rng.uniform(tf.shape(real), minval=-1.0, maxval=1.0)
         e_real, e_fake = self.energy(real), self.energy(noise)
         return self._update(cdiv=contrastive_divergence(e_real, e_fake), real=tf.reduce_mean(e_real),
                             fake=tf.reduce_mean(e_fake))
@@ -108,6 +111,22 @@ class ContrastiveDivergenceModel(keras.Model):
     @staticmethod
     def _images(data):
         return data[0] if isinstance(data, (tuple, list)) else data
+
+
+class ScaledSchedule(keras.optimizers.schedules.LearningRateSchedule):
+    """``scale * base(step)``: a learning-rate schedule (or constant) times a variable, so a
+    rollback can lower the rate of a compiled model."""
+
+    def __init__(self, base, scale: tf.Variable):
+        self.base = base
+        self.scale = scale
+
+    def __call__(self, step):
+        base = self.base(step) if callable(self.base) else self.base
+        return tf.cast(base, tf.float32) * self.scale
+
+    def get_config(self):
+        return {"base": self.base if not callable(self.base) else self.base.get_config()}
 
 
 def ema_update(averages, values, decay: float) -> None:

@@ -243,10 +243,20 @@ class StageRun:
         from mlflow.entities import Metric
 
         stamp = int(time.time() * 1000)
-        batch = [Metric(k, float(v), stamp, step or 0) for k, v in values.items() if np.isfinite(float(v))]
+        batch = [Metric(k, float(v), stamp, step or 0) for k, v in values.items()]
+        bad = sorted(m.key for m in batch if not np.isfinite(m.value))
         with self.tracker.locked():
             for run_id in (self.run_id, self.parent_id) if on_parent else (self.run_id,):
                 self.tracker.client.log_batch(run_id, metrics=batch)
+                if bad:  # logged as they are (MLflow stores NaN and inf) and named in a tag
+                    seen = self.tracker.client.get_run(run_id).data.tags.get("ebm.nonfinite_metrics", "")
+                    names = sorted(set(filter(None, seen.split(","))) | set(bad))
+                    self.tracker.client.set_tag(run_id, "ebm.nonfinite_metrics", ",".join(names))
+
+    def tags(self, values: Mapping[str, object]) -> None:
+        with self.tracker.locked():
+            for key, value in values.items():
+                self.tracker.client.set_tag(self.run_id, key, str(value))
 
     def artifact(self, path: str | Path, folder: str | None = None) -> None:
         with self.tracker.locked():
@@ -314,6 +324,9 @@ class NullRun:
     run_id = parent_id = None
 
     def metrics(self, values, step=None, on_parent=False) -> None:
+        pass
+
+    def tags(self, values) -> None:
         pass
 
     def artifact(self, path, folder=None) -> None:

@@ -143,6 +143,7 @@ def test_report_has_every_section_with_decodable_images(pipeline_run):
 def test_divergence_stops_with_a_clear_error_and_a_failed_run(tmp_path, mlflow_store):
     raw = tiny_params_dict()
     raw["train"]["max_abs_energy"] = 1e-9  # any energy at all counts as runaway
+    raw["train"]["on_divergence"] = "stop"
     params = parse_params(raw)
     prepared = tmp_path / "data"
     pipeline.prepare(params, pipeline.PreparePaths(data=prepared))

@@ -9,7 +9,6 @@ visible probabilities ``p(v = 1 | h)`` of the last sweep.
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from dataclasses import asdict
@@ -26,18 +25,6 @@ def binary_splits(params: Params, data_dir: Path):
     r = params.rbm
     train, test = data_lib.load_split(data_dir / "train.npz"), data_lib.load_split(data_dir / "test.npz")
     return binarize(train.x, r.binarize, r.seed), binarize(test.x, r.binarize, r.seed + 10_000)
-
-
-def save_model(model, path: Path) -> None:
-    """Write ``model`` to a temporary file beside ``path``, then rename it over ``path``: a kill
-    mid-write leaves the previous file intact."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.stem}.{os.getpid()}.tmp.keras"
-    try:
-        model.save(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def filter_images(w: np.ndarray, n: int = 64) -> np.ndarray:
@@ -115,7 +102,7 @@ def fantasy_particles(model) -> np.ndarray:
 
 def train(params: Params, paths, verbose: int | None = None) -> dict:
     """Train the ``rbm``, or the two layers of the ``dbn`` (greedily), and save the model."""
-    from ebm.callbacks import HistoryCSV
+    from ebm.callbacks import HistoryCSV, save_model_atomic
     from ebm.plots import save_grid
     from ebm.runtime import configure_threads
     from ebm.tracking import stage_run
@@ -129,7 +116,7 @@ def train(params: Params, paths, verbose: int | None = None) -> dict:
         start = time.perf_counter()
         model = fit_model(params, v_train, v_test, HistoryCSV(paths.history), run, verbose)
         seconds = time.perf_counter() - start
-        save_model(model, paths.model)
+        save_model_atomic(model, paths.model)
         save_grid(fantasy_particles(model)[:64], paths.negatives)
         save_grid(filter_images((model.bottom if family == "dbn" else model).w.numpy()), paths.filters)
         for path in (paths.history, paths.negatives, paths.filters):

@@ -126,7 +126,7 @@ def write_report(params: Params, paths: EvaluatePaths, metrics: dict, ood, figur
                                          "Weights of the first 64 hidden units of the first RBM")
                                 + ", each scaled to its own range (grey = 0):</p>", img(paths.filters)],
         "Langevin chains" if family == "ebm" else "Gibbs chains": [img(gen / "chains.png"), img(gen / "chains.gif")],
-        "Training": [img(figures["loss_curves"])],
+        "Training": [img(figures["loss_curves"]), *training_events(paths.history)],
         "Energies": [img(figures["energies"])],
         "Out-of-distribution detection": [report.table(ood.itertuples(index=False), ood.columns), img(figures["ood"])],
         "Chain health": [img(gen / "chain_health.png")],
@@ -137,6 +137,20 @@ def write_report(params: Params, paths: EvaluatePaths, metrics: dict, ood, figur
         f"{params.generate.gibbs_steps} block Gibbs sweeps"
     meta = {"family": family, "params hash": params.digest(), "run": run.run_id or "not tracked", "sampler": sampler}
     report.write(paths.report, title, meta, sections)
+
+
+def training_events(history_path) -> list[str]:
+    """The history's event rows (rollbacks after a divergence) as a list, or a line saying there
+    were none."""
+    import pandas as pd
+
+    from ebm import report
+
+    history = pd.read_csv(history_path) if history_path.is_file() else pd.DataFrame()
+    if "event" not in history or history["event"].isna().all():
+        return ["<p>No training events: no divergence, no rollback.</p>"]
+    events = history.loc[history["event"].notna(), ["epoch", "event"]]
+    return ["<p>Training events (train.on_divergence):</p>", report.table(events.itertuples(index=False), events.columns)]
 
 
 def longrun_gates(params: Params):

@@ -22,7 +22,7 @@ def build_model(params: Params, energy_net=None, steps_per_epoch: int = 1):
     import keras
 
     from ebm.buffer import ReplayBuffer
-    from ebm.model import ContrastiveDivergenceModel
+    from ebm.model import ContrastiveDivergenceModel, ScaledSchedule
     from ebm.network import IMAGE_SHAPE, build_energy_network
     from ebm.runtime import on_gpu
     from ebm.sampler import LangevinSampler, split_count
@@ -40,65 +40,138 @@ def build_model(params: Params, energy_net=None, steps_per_epoch: int = 1):
     if t.lr_schedule == "cosine":
         lr = keras.optimizers.schedules.CosineDecay(t.learning_rate, decay_steps=t.epochs * steps_per_epoch,
                                                     alpha=t.lr_min_fraction)
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate=lr, beta_1=t.beta_1))
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=ScaledSchedule(lr, model.lr_scale), beta_1=t.beta_1))
     return model
 
 
 def train(params: Params, paths: TrainPaths, verbose: int | None = None) -> dict:
-    """Train the model family that ``model.family`` names and save it to ``paths.model``."""
+    """Train the model family that ``model.family`` names and save it to ``paths.model``.
+
+    The deep EBM saves its full training state after every healthy epoch (:mod:`ebm.resume`):
+    a rerun with the same params and data resumes after the last complete epoch, and a
+    divergence rolls back to it (``train.on_divergence``)."""
     if params.model.family != "ebm":
         from ebm.pipeline import boltzmann
 
         return boltzmann.train(params, paths, verbose)
     import tensorflow as tf
 
-    from ebm.callbacks import BufferCoverage, DivergenceGuard, EnergyCheckpoint, HistoryCSV, MlflowEpochLogger
+    from ebm import resume
+    from ebm.callbacks import (BufferCoverage, DivergenceGuard, EnergyCheckpoint, HistoryCSV, MlflowEpochLogger,
+                               TrainingStateKeeper, save_model_atomic)
     from ebm.plots import kernel_images, save_grid
     from ebm.runtime import configure_threads
     from ebm.tracking import stage_run
 
     t = params.train
     threads = configure_threads(t)
-    train_split = data_lib.load_split(paths.data / "train.npz")
-    test_split = data_lib.load_split(paths.data / "test.npz")
+    data_files = [paths.data / "train.npz", paths.data / "test.npz"]
+    train_split, test_split = (data_lib.load_split(f) for f in data_files)
     if len(train_split.x) < t.batch_size:
         raise ConfigError("train.batch_size", f"={t.batch_size} exceeds the {len(train_split.x)} training images")
-    train_ds = (tf.data.Dataset.from_tensor_slices(train_split.x)
-                .shuffle(len(train_split.x), seed=t.seed, reshuffle_each_iteration=True)
-                .batch(t.batch_size, drop_remainder=True).prefetch(2))
-    test_ds = tf.data.Dataset.from_tensor_slices(test_split.x).batch(t.batch_size)
+    steps_per_epoch = len(train_split.x) // t.batch_size
+    images = tf.constant(train_split.x)
 
+    def batches(first_epoch: int):
+        order = resume.epoch_order(len(train_split.x), t.batch_size, t.seed, range(first_epoch, t.epochs))
+        return tf.data.Dataset.from_tensor_slices(order).map(lambda rows: tf.gather(images, rows)).prefetch(2)
+
+    test_ds = tf.data.Dataset.from_tensor_slices(test_split.x).batch(t.batch_size)
     section = {**asdict(t), "model": asdict(params.model)}
+    key = resume.resume_key(section, data_files)
+    state_path = resume.resume_dir() / f"train-{key}.npz"
     with stage_run("train", params, section, paths.record, upstream=("prepare",)) as run:
-        model = build_model(params, steps_per_epoch=len(train_split.x) // t.batch_size)
-        guard = DivergenceGuard(t.max_abs_energy)
+        model = build_model(params, steps_per_epoch=steps_per_epoch)
+        model.optimizer.build(model.energy_net.trainable_variables)
+        guard = DivergenceGuard(t.max_abs_energy, t.max_abs_cdiv)
+        history = HistoryCSV(paths.history)
         checkpoint = EnergyCheckpoint(paths.model, guard)
-        callbacks = [HistoryCSV(paths.history), guard, checkpoint,
+        keeper = TrainingStateKeeper(state_path, key, guard, history)
+        callbacks = [history, guard, checkpoint, keeper,
                      MlflowEpochLogger(run, images_fn=lambda: model.buffer.newest(64).numpy())]
         if (train_split.y >= 0).all():  # labelled data: watch the buffer's class coverage
             callbacks.insert(0, BufferCoverage(train_split.x, train_split.y, t.monitor_every,
                                                        min(t.monitor_n, t.buffer_size)))
+        keeper.set_model(model)
+        first = resume_from(state_path, key, model, history, run) if resume.resume_enabled() else 0
+        if first == 0:
+            keeper.keep(0)  # the start, for a rollback in the first epoch
         start = time.perf_counter()
         if verbose is None:  # a live progress bar on a terminal, one line per epoch in logs
             verbose = 1 if sys.stdout.isatty() else 2
-        model.fit(train_ds, epochs=t.epochs, validation_data=test_ds, callbacks=callbacks, shuffle=False,
-                  verbose=verbose)
+        while True:
+            model.fit(batches(first), epochs=t.epochs, initial_epoch=first, steps_per_epoch=steps_per_epoch,
+                      validation_data=test_ds, callbacks=callbacks, verbose=verbose, shuffle=False)
+            if guard.reason is None:
+                break
+            if t.on_divergence == "stop" or int(model.rollbacks.numpy()) >= t.max_rollbacks:
+                tried = f" after {int(model.rollbacks.numpy())} rollback(s)" if t.on_divergence == "rollback" else ""
+                raise TrainingDiverged(
+                    f"training diverged{tried}: {guard.reason}. The last healthy checkpoint (epoch "
+                    f"{checkpoint.saved_epoch or keeper.last.epoch}) is at {paths.model} and the history at "
+                    f"{paths.history}; try a lower train.learning_rate or a larger train.alpha.")
+            first = roll_back(model, keeper, guard, history, run, t)
         seconds = time.perf_counter() - start
+        save_model_atomic(model.sampling_network(), paths.model)
         save_grid(model.buffer.newest(64).numpy(), paths.negatives)
         first_conv = next(layer for layer in model.energy_net.layers if layer.weights and layer.weights[0].ndim == 4)
         save_grid(kernel_images(first_conv.weights[0].numpy()), paths.filters, scale=12)
         for path in (paths.history, paths.negatives, paths.filters):
             run.artifact(path)
-        if checkpoint.saved_epoch:
-            run.artifact(paths.model, "checkpoint")
-        if guard.reason:
-            raise TrainingDiverged(
-                f"training diverged: {guard.reason}. The last healthy checkpoint (epoch "
-                f"{checkpoint.saved_epoch}) is at {paths.model} and the history at {paths.history}; "
-                "try a lower train.learning_rate or a larger train.alpha.")
-        steps = t.epochs * (len(train_split.x) // t.batch_size)
-        summary = {"train_seconds": seconds, "seconds_per_step": seconds / steps, "steps": steps, **threads}
+        run.artifact(paths.model, "checkpoint")
+        steps = (t.epochs - first) * steps_per_epoch
+        summary = {"train_seconds": seconds, "seconds_per_step": seconds / max(steps, 1), "steps": steps,
+                   "rollbacks": int(model.rollbacks.numpy()), **threads}
         run.metrics(summary)
         run.keras_model(model.sampling_network())
-    print(f"train: {steps} steps in {seconds:.0f} s ({seconds / steps:.3f} s/step) -> {paths.model}")
+    state_path.unlink(missing_ok=True)  # training completed: nothing to resume
+    print(f"train: {steps} steps in {seconds:.0f} s ({seconds / max(steps, 1):.3f} s/step) -> {paths.model}")
     return summary
+
+
+def resume_from(state_path, key: str, model, history, run) -> int:
+    """Load the saved state at ``state_path`` into ``model`` and ``history`` if there is one for
+    ``key``; returns the epochs already done (0 = a fresh start). An unusable state is reported
+    and ignored."""
+    from ebm import resume
+
+    if not state_path.exists():
+        return 0
+    try:
+        state = resume.load(state_path, key)
+        resume.restore(model, state)
+    except resume.ResumeError as err:
+        print(f"train: starting afresh: {err}", file=sys.stderr)
+        return 0
+    if state.epoch == 0:
+        return 0
+    history.rows = list(state.history)
+    history.write()
+    run.tags({"ebm.resumed_from_epoch": state.epoch, "ebm.resume_state": str(state_path)})
+    print(f"train: resuming after epoch {state.epoch} from {state_path}")
+    return state.epoch
+
+
+def roll_back(model, keeper, guard, history, run, t) -> int:
+    """Return ``model`` to the last healthy epoch's full state, lower its learning rate by
+    ``t.rollback_lr_factor``, reseed its sampler, and record the event (history row, MLflow
+    metric and tag). Returns the epoch to continue from."""
+    from ebm import resume
+
+    state = keeper.last
+    reason, diverged_at = guard.reason, guard.epoch
+    resume.restore(model, state)
+    count = int(model.rollbacks.numpy()) + 1
+    model.rollbacks.assign(count)
+    model.lr_scale.assign(model.lr_scale * t.rollback_lr_factor)
+    model.sampler.rng.reset_from_seed(t.seed + 1 + 1000 * count)
+    event = (f"rollback {count}: {reason}; back to epoch {state.epoch}, learning rate x{float(model.lr_scale.numpy()):g}, "
+             "sampler reseeded")
+    history.rows = list(state.history) + [{"epoch": diverged_at, "event": event}]
+    history.write()
+    run.metrics({"rollback": count}, step=diverged_at)
+    run.tags({"ebm.rollbacks": count, f"ebm.rollback.{count}": event})
+    print(f"train: {event}", file=sys.stderr)
+    guard.reset()
+    keeper.keep(state.epoch)  # the rolled-back state, with its event row, is the one to resume
+    return state.epoch

@@ -1,0 +1,155 @@
+"""The full training state of the deep EBM, saved after every epoch so that a killed run resumes
+and a diverged run rolls back.
+
+A state holds everything the next epoch depends on: the network's weights (and their moving
+average), the optimizer's slots and step count, the replay buffer, the state of every random
+generator (the model's, the sampler's, the buffer's, validation's), the learning-rate scale and
+rollback count, the epoch and the history rows so far. The data order is a function of
+(seed, epoch) (:func:`epoch_order`), so it needs no state. A run resumed from epoch k therefore
+ends with the same weights as one that never stopped (same machine, same ops).
+
+One ``.npz`` file per key, written to a temporary file in the same folder and renamed: a kill
+during the write leaves the previous state. The key hashes the params that training reads and
+the data files (:func:`resume_key`), so a changed param or data set never picks up a stale state.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+
+FORMAT = 1
+DEFAULT_DIR = ".ebm/resume"
+
+
+class ResumeError(RuntimeError):
+    """A saved training state that cannot be used (corrupt, or for other params or data)."""
+
+
+@dataclass
+class TrainingState:
+    epoch: int  # epochs completed
+    history: list[dict] = field(default_factory=list)
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def resume_dir() -> Path:
+    """Where states live: ``$EBM_RESUME_DIR``, else ``.ebm/resume`` under the working directory
+    (git-ignored; not a DVC output, so no changed param can reuse it)."""
+    return Path(os.environ.get("EBM_RESUME_DIR") or DEFAULT_DIR)
+
+
+def resume_enabled() -> bool:
+    """``EBM_RESUME=0`` switches resuming off (states are still saved)."""
+    return os.environ.get("EBM_RESUME", "1") != "0"
+
+
+def resume_key(section: Mapping, data_files) -> str:
+    """Hash of the params ``section`` training reads and the bytes of ``data_files``."""
+    digest = hashlib.sha256(json.dumps(section, sort_keys=True, default=str).encode())
+    digest.update(str(FORMAT).encode())
+    for path in sorted(Path(p) for p in data_files):
+        digest.update(path.name.encode())
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()[:20]
+
+
+def epoch_order(n: int, batch_size: int, seed: int, epochs: range) -> np.ndarray:
+    """Row indices of the training batches of ``epochs``: (epochs x batches, batch_size).
+    Each epoch is a permutation drawn from (seed, epoch) alone; the incomplete last batch is
+    dropped."""
+    steps = n // batch_size
+    return np.concatenate([np.random.default_rng([seed, epoch]).permutation(n)[:steps * batch_size]
+                           for epoch in epochs]).reshape(-1, batch_size).astype(np.int32)
+
+
+def generators(model) -> dict:
+    """The random generators of a :class:`ebm.model.ContrastiveDivergenceModel` by name."""
+    return {"model": model.rng, "validation": model.val_rng, "sampler": model.sampler.rng,
+            "buffer": model.buffer.rng}
+
+
+def capture(model, epoch: int, history: list[dict]) -> TrainingState:
+    """A copy of the model's whole training state after ``epoch`` completed epochs."""
+    arrays = {}
+    groups = {"net": model.energy_net.weights, "ema": model.ema_weights, "opt": model.optimizer.variables}
+    for group, variables in groups.items():
+        for i, v in enumerate(variables):
+            arrays[f"{group}/{i}"] = np.array(v.numpy())
+    for name, gen in generators(model).items():
+        arrays[f"rng/{name}"] = gen.state.numpy()
+    buf = model.buffer
+    arrays.update({"buffer/examples": buf.examples.numpy(), "buffer/size": np.array(buf.size.numpy()),
+                   "buffer/head": np.array(buf.head.numpy()), "lr_scale": np.array(model.lr_scale.numpy()),
+                   "rollbacks": np.array(model.rollbacks.numpy())})
+    return TrainingState(epoch, [dict(row) for row in history], arrays)
+
+
+def restore(model, state: TrainingState) -> None:
+    """Put ``state`` back into ``model`` (built with the same params). Raises :class:`ResumeError`
+    when the shapes do not match."""
+    if not model.optimizer.built:
+        model.optimizer.build(model.energy_net.trainable_variables)
+    groups = {"net": model.energy_net.weights, "ema": model.ema_weights, "opt": model.optimizer.variables}
+    for group, variables in groups.items():
+        saved = sorted((k for k in state.arrays if k.startswith(group + "/")), key=lambda k: int(k.split("/")[1]))
+        if len(saved) != len(variables):
+            raise ResumeError(f"the saved state has {len(saved)} '{group}' variables, the model {len(variables)}")
+        for key, v in zip(saved, variables):
+            _assign(v, state.arrays[key], key)
+    for name, gen in generators(model).items():
+        _assign(gen.state, state.arrays[f"rng/{name}"], f"rng/{name}")
+    buf = model.buffer
+    for name, var in (("examples", buf.examples), ("size", buf.size), ("head", buf.head)):
+        _assign(var, state.arrays[f"buffer/{name}"], f"buffer/{name}")
+    _assign(model.lr_scale, state.arrays["lr_scale"], "lr_scale")
+    _assign(model.rollbacks, state.arrays["rollbacks"], "rollbacks")
+
+
+def _assign(variable, value: np.ndarray, key: str) -> None:
+    if tuple(variable.shape) != tuple(value.shape):
+        raise ResumeError(f"saved '{key}' has shape {tuple(value.shape)}, the model {tuple(variable.shape)}")
+    variable.assign(value)
+
+
+def save(path: str | Path, state: TrainingState, key: str) -> Path:
+    """Write ``state`` to ``path`` atomically (temporary file in the same folder, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = json.dumps({"format": FORMAT, "key": key, "epoch": state.epoch, "history": state.history})
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a writer killed mid-write
+        stale.unlink(missing_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            np.savez(f, __meta__=np.array(meta), **state.arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def load(path: str | Path, key: str) -> TrainingState:
+    """The state saved at ``path``; :class:`ResumeError` if it is unreadable or has another key."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            meta = json.loads(str(z["__meta__"]))
+            arrays = {k: z[k] for k in z.files if k != "__meta__"}
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, json.JSONDecodeError) as e:
+        raise ResumeError(f"the training state {path} is unreadable ({type(e).__name__}: {e})") from e
+    if meta.get("format") != FORMAT or meta.get("key") != key:
+        raise ResumeError(f"the training state {path} belongs to other params or data "
+                          f"(key {meta.get('key')}, expected {key})")
+    return TrainingState(int(meta["epoch"]), meta["history"], arrays)
