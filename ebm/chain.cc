@@ -313,7 +313,8 @@ class EbmLangevinChainOp : public OpKernel {
     const Tensor& out_bias = ctx->input(6 + 2 * kernels.size());
     OP_REQUIRES(ctx, x.dims() == 4 && x.dim_size(3) == 1,
                 InvalidArgument("state must be (batch, height, width, 1); got ", x.shape().DebugString()));
-    OP_REQUIRES(ctx, seed.NumElements() == 2, InvalidArgument("seed must have 2 elements; got ", seed.shape().DebugString()));
+    OP_REQUIRES(ctx, seed.NumElements() == 2 || seed.NumElements() == 3,
+                InvalidArgument("seed must have 2 elements (key) or 3 (key, first step); got ", seed.shape().DebugString()));
     OP_REQUIRES(ctx, steps_t.NumElements() == 1 && steps_t.flat<int32_t>()(0) >= 0,
                 InvalidArgument("steps must be one non-negative number"));
     const int steps = steps_t.flat<int32_t>()(0);
@@ -371,13 +372,16 @@ class EbmLangevinChainOp : public OpKernel {
     std::copy_n(x.flat<float>().data(), batch * pixels, y->flat<float>().data());
     std::vector<float> per_chain(static_cast<size_t>(batch) * steps * 4, 0.0f);
     const uint32_t k0 = static_cast<uint32_t>(seed.flat<int32_t>()(0)), k1 = static_cast<uint32_t>(seed.flat<int32_t>()(1));
+    // the noise of a step is counted by its absolute step, so a chain run in segments draws
+    // the same noise as in one go
+    const uint32_t step0 = seed.NumElements() == 3 ? static_cast<uint32_t>(seed.flat<int32_t>()(2)) : 0u;
     float* states = y->flat<float>().data();
     auto* pool = ctx->device()->tensorflow_cpu_worker_threads()->workers;
     std::vector<std::unique_ptr<Work>> works(pool->NumThreads() + 1);  // one per thread, made on first use
     auto run = [&](int64_t begin, int64_t end, int thread) {
       if (!works[thread]) works[thread] = std::make_unique<Work>(net);
       for (int64_t b = begin; b < end; ++b)
-        Chain(net, *works[thread], states + b * pixels, b, steps, k0, k1, &per_chain[b * steps * 4]);
+        Chain(net, *works[thread], states + b * pixels, b, steps, k0, k1, step0, &per_chain[b * steps * 4]);
     };
     pool->ParallelForWithWorkerId(batch, tsl::thread::ThreadPool::SchedulingParams::Fixed(1), run);
     float* out = sums->flat<float>().data();
@@ -390,14 +394,15 @@ class EbmLangevinChainOp : public OpKernel {
 
  private:
   // Runs one chain in place; stats gets E, E^2, |grad|, |grad|^2 per step.
-  void Chain(const Net& net, Work& work, float* x, int64_t index, int steps, uint32_t k0, uint32_t k1, float* stats) const {
+  void Chain(const Net& net, Work& work, float* x, int64_t index, int steps, uint32_t k0, uint32_t k1, uint32_t step0,
+             float* stats) const {
     const int n = net.h * net.w, half = (n + 1) / 2, pairs = n / 2;
     const float scale = -2.0f * noise_ * noise_, step = step_size_, clip = grad_clip_;
     const Conv& first = net.convs[0];
     float* noisy = work.noisy.data();
     for (int s = 0; s < steps; ++s) {
       if (noise_ > 0) {
-        const uint32_t image = static_cast<uint32_t>(index), at = static_cast<uint32_t>(s);
+        const uint32_t image = static_cast<uint32_t>(index), at = step0 + static_cast<uint32_t>(s);
 #pragma omp simd
         for (int j = 0; j < pairs; ++j) {
           float c, sn;

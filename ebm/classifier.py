@@ -21,7 +21,9 @@ import numpy as np
 from keras import ops
 from scipy import optimize
 
-from ebm.network import IMAGE_SHAPE
+from ebm.data import IMAGE_SIZE
+
+IMAGE_SHAPE = (IMAGE_SIZE, IMAGE_SIZE, 1)
 
 FEATURES = "features"
 PROBS = "probs"

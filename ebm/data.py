@@ -14,13 +14,10 @@ from pathlib import Path
 import numpy as np
 
 from ebm.config import DataConfig
+from ebm.errors import DataError
 
 IMAGE_SIZE = 32
 RAW_SIZE = 28
-
-
-class DataError(RuntimeError):
-    """A data source could not be loaded, or a prepared file is missing or malformed."""
 
 
 @dataclass(frozen=True)

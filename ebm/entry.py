@@ -28,9 +28,7 @@ def main(stage_fn, paths_cls, argv=None) -> None:
     args = vars(parser.parse_args(argv))
     quiet_tensorflow()
     from ebm.config import ConfigError, load_params
-    from ebm.data import DataError
-    from ebm.network import ModelFileError
-    from ebm.pipeline import TrainingDiverged
+    from ebm.errors import DataError, ModelFileError, TrainingDiverged
 
     try:
         params = load_params(args.pop("params"))

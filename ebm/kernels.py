@@ -103,7 +103,8 @@ def langevin_chain(x: tf.Tensor, seed: tf.Tensor, steps, conv_kernels, conv_bias
 
     The network is given by its weights: stride-2 "SAME" swish convolutions (HWIO kernels),
     flatten, a swish dense layer, a linear dense layer to E(x). Each step adds N(0, noise^2)
-    (Philox keyed by ``seed``, counter by pixel pair, image and step) and clips to [-1, 1], then
+    (Philox keyed by ``seed[:2]``, counter by pixel pair, image and absolute step, the first being
+    ``seed[2]`` when given, else 0) and clips to [-1, 1], then
     moves ``-step_size * clip(dE/dx, +-grad_clip)`` and clips again, as :class:`ebm.sampler.LangevinSampler`.
     Returns the final states and per-step sums over the batch, (steps, 4): E, E^2, |grad|, |grad|^2."""
     ops = _ops(True)

@@ -18,6 +18,7 @@ import tensorflow as tf
 from ebm import kernels
 from ebm.config import ModelConfig
 from ebm.sampler import ChainEnergy
+from ebm.errors import ModelFileError
 
 IMAGE_SHAPE = (32, 32, 1)
 
@@ -205,10 +206,6 @@ def with_space_to_depth(network: keras.Model, enabled: bool) -> keras.Model:
     clone = keras.Model.from_config(config)
     clone.set_weights(network.get_weights())
     return clone
-
-
-class ModelFileError(RuntimeError):
-    """A model file is missing or cannot be loaded."""
 
 
 def load_model_file(path: str | Path, missing_hint: str = "run the train stage (dvc repro train)") -> keras.Model:

@@ -33,7 +33,7 @@ def configure_threads(train: TrainConfig) -> dict:
     cores = os.cpu_count() or 1
     gpu = on_gpu()
     native = not gpu and native_chain_enabled()
-    splits = split_count(train.batch_size, train.sampler_splits, cores, gpu)
+    splits = split_count(train.batch_size, train.sampler_splits, gpu)
     intra, inter = train.intra_op_threads, train.inter_op_threads
     if native:
         intra = intra or cores

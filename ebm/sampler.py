@@ -77,19 +77,27 @@ class LangevinSampler(tf.Module):
         e, grad = energy_and_grad(energy, x)
         return langevin_move(x, grad, self.step_size, self.grad_clip), e, grad
 
-    def run(self, energy: EnergyFn | ChainEnergy, x: tf.Tensor, steps=None, trace: bool = False):
+    def run(self, energy: EnergyFn | ChainEnergy, x: tf.Tensor, steps=None, trace: bool = False,
+            seed=None, first_step=0):
         """Run ``steps`` (default ``self.steps``) steps from ``x``; usable inside a tf.function.
 
+        The noise is keyed by ``seed`` (shape (2,); by default a fresh one from ``self.rng``) and
+        counted by absolute step from ``first_step``: a chain run in segments with one seed draws
+        the same noise as in one run (see :meth:`chain`).
         With ``trace=True`` also returns per-step sums over the batch, shape (steps, 4):
         sum E, sum E^2, sum |grad|, sum |grad|^2 (see :func:`trace_table`)."""
         space = energy if isinstance(energy, ChainEnergy) else ChainEnergy(energy)
         steps = self.steps if steps is None else steps
+        seed = self.rng.make_seeds(1)[:, 0] if seed is None else seed
+        first_step = tf.cast(first_step, tf.int32)
         if space.native is not None:  # one op runs every chain, on all cores: no sub-chains needed
-            x, sums = space.native(x, self.rng.make_seeds(1)[:, 0], steps, self.step_size, self.noise, self.grad_clip)
+            key = tf.concat([tf.cast(seed, tf.int32), first_step[None]], axis=0)
+            x, sums = space.native(x, key, steps, self.step_size, self.noise, self.grad_clip)
             return (x, sums) if trace else x
         n = x.shape[0]
         splits = min(self.splits, n) if n is not None else 1
-        seeds = self.rng.make_seeds(splits)  # (2, splits)
+        seeds = tf.stack([tf.random.experimental.stateless_fold_in(tf.cast(seed, tf.int64), p)
+                          for p in range(splits)], axis=1)  # (2, splits)
         sizes = [n // splits + (1 if p < n % splits else 0) for p in range(splits)] if splits > 1 else None
         parts = tf.split(x, sizes, axis=0) if splits > 1 else [x]
         out, traces = [], []
@@ -97,7 +105,7 @@ class LangevinSampler(tf.Module):
             seed = seeds[:, p]
 
             def body(i, z, sums, seed=seed):
-                z, e, g = self.step(space.energy, z, tf.random.experimental.stateless_fold_in(seed, i))
+                z, e, g = self.step(space.energy, z, tf.random.experimental.stateless_fold_in(seed, first_step + i))
                 if trace:
                     g = tf.norm(tf.reshape(g, (tf.shape(g)[0], -1)), axis=1)
                     sums = sums.write(i, tf.stack([tf.reduce_sum(e), tf.reduce_sum(e * e),
@@ -120,7 +128,9 @@ class LangevinSampler(tf.Module):
 
         Returns ``(final state, {step: states})``, plus with ``trace=True`` a NumPy array
         (steps, 4) of per-step sums for :func:`trace_table`."""
-        compiled = tf.function(lambda z, k: self.run(energy, z, k, trace=trace))
+        compiled = tf.function(lambda z, k, seed, first: self.run(energy, z, k, trace=trace, seed=seed,
+                                                                   first_step=first))
+        seed = self.rng.make_seeds(1)[:, 0]  # one key for the whole chain: recording changes no noise
         keep = slice(None, record_first)
         marks = sorted({s for s in record_at if 0 <= s <= self.steps} | {self.steps})
         snapshots, sums, done = {}, [], 0
@@ -128,7 +138,7 @@ class LangevinSampler(tf.Module):
             snapshots[0] = tf.identity(x[keep])
         for mark in marks:
             if mark > done:
-                result = compiled(x, tf.constant(mark - done))
+                result = compiled(x, tf.constant(mark - done), seed, tf.constant(done))
                 x = result[0] if trace else result
                 if trace:
                     sums.append(result[1].numpy())
@@ -149,13 +159,14 @@ def trace_table(sums: np.ndarray, n: int) -> dict[str, np.ndarray]:
             "grad_norm_mean": mean[:, 2], "grad_norm_std": std[:, 1]}
 
 
-def split_count(batch_size: int, requested: int, cpu_count: int, on_gpu: bool) -> int:
-    """How many sub-chains to run: ``requested`` if > 0, else 2 on a multi-core CPU when the
-    batch divides evenly, else 1 (a GPU gains nothing from splitting)."""
+def split_count(batch_size: int, requested: int, on_gpu: bool) -> int:
+    """How many sub-chains to run: ``requested`` if > 0, else 2 on a CPU when the batch divides
+    evenly, else 1 (a GPU gains nothing from splitting). Not the core count: the sub-chains
+    draw different noise streams, so the count must not depend on the machine's cores."""
     if requested > 0:
         if batch_size % requested:
             raise ValueError(f"train.sampler_splits={requested} must divide train.batch_size={batch_size}")
         return requested
-    if on_gpu or cpu_count < 2 or batch_size % 2:
+    if on_gpu or batch_size % 2:
         return 1
     return 2

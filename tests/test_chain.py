@@ -92,8 +92,8 @@ def test_bad_inputs_are_named():
         return kernels.langevin_chain(x, seed, 2, [c.kernel for c in convs], [c.bias for c in convs], dense_kernel,
                                       dense.bias, out.kernel, out.bias, 10.0, 0.005, 0.03)
 
-    with pytest.raises(tf.errors.InvalidArgumentError, match="seed must have 2 elements"):
-        call(seed=tf.constant([1, 2, 3]))
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"seed must have 2 elements \(key\) or 3"):
+        call(seed=tf.constant([1, 2, 3, 4]))
     with pytest.raises(tf.errors.InvalidArgumentError, match=r"state must be \(batch, height, width, 1\)"):
         call(x=tf.zeros((2, 32, 32, 3)))
     with pytest.raises(tf.errors.InvalidArgumentError, match="dense kernel must be"):

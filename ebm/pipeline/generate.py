@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -22,7 +21,7 @@ def generation_sampler(params: Params, n: int | None = None):
     s = params.sampler
     n = n or params.generate.n
     requested = params.train.sampler_splits if n % max(1, params.train.sampler_splits) == 0 else 1
-    splits = split_count(n, requested, os.cpu_count() or 1, on_gpu())
+    splits = split_count(n, requested, on_gpu())
     return LangevinSampler(s.steps, s.step_size, s.noise, s.grad_clip, seed=params.generate.seed, splits=splits)
 
 

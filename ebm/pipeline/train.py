@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from dataclasses import asdict
@@ -10,10 +9,7 @@ from dataclasses import asdict
 from ebm import data as data_lib
 from ebm.config import ConfigError, Params
 from ebm.pipeline.paths import TrainPaths
-
-
-class TrainingDiverged(RuntimeError):
-    """Training produced non-finite or runaway energies; the last healthy checkpoint is kept."""
+from ebm.errors import TrainingDiverged
 
 
 def build_model(params: Params, energy_net=None, steps_per_epoch: int = 1):
@@ -31,7 +27,7 @@ def build_model(params: Params, energy_net=None, steps_per_epoch: int = 1):
     s = t.sampler
     keras.utils.set_random_seed(t.seed)  # weight initialisation only; samplers own their RNGs
     energy_net = energy_net or build_energy_network(params.model)
-    splits = split_count(t.batch_size, t.sampler_splits, os.cpu_count() or 1, on_gpu())
+    splits = split_count(t.batch_size, t.sampler_splits, on_gpu())
     sampler = LangevinSampler(s.steps, s.step_size, s.noise, s.grad_clip, seed=t.seed + 1, splits=splits)
     buffer = ReplayBuffer(t.buffer_size, t.batch_size, IMAGE_SHAPE, t.fresh_fraction, seed=t.seed + 2)
     model = ContrastiveDivergenceModel(energy_net, sampler, buffer, alpha=t.alpha, real_noise=t.real_noise,

@@ -1,0 +1,71 @@
+"""Every project file a stage runs is a dependency of that stage in dvc.yaml, so editing it
+reruns the stage (and nothing that does not read it is left stale by mistake)."""
+
+import ast
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import ROOT
+
+STAGE_MODULES = {"prepare": "ebm.pipeline.prepare", "train": "ebm.pipeline.train",
+                 "classifier": "ebm.pipeline.classify", "generate": "ebm.pipeline.generate",
+                 "evaluate": "ebm.pipeline.evaluate"}
+NATIVE_SOURCES = ["ebm/kernels.cc", "ebm/chain.cc", "ebm/random.h", "ebm/vectors.h"]  # built by ebm/kernels.py
+
+
+def module_file(name: str) -> Path | None:
+    """The project file of module ``name``; None for packages (their ``__init__`` only
+    re-exports) and for modules outside the project."""
+    if not name.startswith("ebm"):
+        return None
+    path = ROOT / Path(*name.split("."))
+    return path.with_suffix(".py") if path.with_suffix(".py").is_file() else None
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Project modules imported anywhere in ``path``, function-level imports included."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            found |= {f"{node.module}.{alias.name}" for alias in node.names}  # from ebm import data
+    return {name for name in found if module_file(name)}
+
+
+def closure(start: str) -> set[str]:
+    """Project files (relative to the repo) that running module ``start`` may execute."""
+    seen, todo = set(), [start]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        todo += imported_modules(module_file(name))
+    files = {str(module_file(name).relative_to(ROOT)) for name in seen}
+    return files | (set(NATIVE_SOURCES) if "ebm/kernels.py" in files else set())
+
+
+def declared(stage: dict) -> list[str]:
+    return [dep for dep in stage["deps"] if not dep.startswith("${")]
+
+
+@pytest.mark.parametrize("stage", STAGE_MODULES)
+def test_every_project_file_a_stage_runs_is_one_of_its_deps(stage):
+    spec = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"][stage]
+    deps = declared(spec)
+    needed = closure(STAGE_MODULES[stage]) | closure("ebm.entry") | {f"stages/{stage}.py"}
+    missing = sorted(f for f in needed if not any(f == d or f.startswith(d.rstrip("/") + "/") for d in deps))
+    assert missing == [], f"dvc.yaml stage {stage!r} runs these files but does not list them as deps"
+    for dep in deps:
+        assert (ROOT / dep).exists(), f"dvc.yaml stage {stage!r} lists a missing dep {dep}"
+
+
+def test_the_import_scan_follows_function_level_imports():
+    files = closure("ebm.pipeline.train")
+    assert {"ebm/pipeline/train.py", "ebm/callbacks.py", "ebm/resume.py", "ebm/pipeline/boltzmann.py",
+            "ebm/rbm/model.py", "ebm/chain.cc"} <= files
+    assert "ebm/pipeline/evaluate.py" not in files
