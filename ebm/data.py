@@ -142,4 +142,8 @@ def load_split(path: str | Path) -> Split:
         raise DataError(f"prepared data {path} is corrupt ({err}): rerun the prepare stage") from err
     if x.ndim != 4 or x.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE, 1) or x.dtype != np.float32:
         raise DataError(f"prepared data {path}: expected float32 (N, 32, 32, 1); got {x.dtype} {x.shape}")
+    bad = ~np.isfinite(x) | (np.abs(x) > 1.0)
+    if bad.any():
+        raise DataError(f"prepared data {path}: {int(bad.sum())} pixel value(s) are NaN, infinite or outside "
+                        "[-1, 1]: rerun the prepare stage")
     return Split(x, y)

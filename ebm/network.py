@@ -223,5 +223,18 @@ def load_model_file(path: str | Path, missing_hint: str = "run the train stage (
 
 
 def load_energy_network(path: str | Path) -> keras.Model:
-    """The energy network checkpoint written by the train stage."""
-    return load_model_file(path)
+    """The model file written by the train stage: a deep energy network (one image in, one
+    energy out) or an RBM / DBN; anything else is a :class:`ModelFileError` that says so."""
+    model = load_model_file(path)
+    from ebm.dbn.model import DBN
+    from ebm.rbm.model import RBM
+
+    if isinstance(model, (RBM, DBN)):
+        return model
+    inputs, outputs = getattr(model, "inputs", None) or [], getattr(model, "outputs", None) or []
+    shapes = ([tuple(t.shape[1:]) for t in inputs], [tuple(t.shape[1:]) for t in outputs])
+    if shapes != ([IMAGE_SHAPE], [(1,)]):
+        raise ModelFileError(f"model file {path} is not an energy network: it maps {shapes[0]} to {shapes[1]}, "
+                             f"an energy network maps [{IMAGE_SHAPE}] to [(1,)] (is it the classifier, or "
+                             "from another version?)")
+    return model

@@ -76,3 +76,20 @@ def test_offline_mnist_fails_fast_naming_alternatives(monkeypatch):
     with pytest.raises(data.DataError) as err:
         data.load_source(DataConfig(source="mnist"))
     assert "data.source=mnist5k" in str(err.value) and "npz" in str(err.value)
+
+
+def test_truncated_and_non_finite_prepared_data_are_refused_by_name(tmp_path):
+    good = tmp_path / "good.npz"
+    x = np.zeros((4, 32, 32, 1), np.float32)
+    data.save_split(data.Split(x, np.zeros(4, np.int64)), good)
+    truncated = tmp_path / "truncated.npz"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    with pytest.raises(data.DataError, match="truncated.npz is corrupt"):
+        data.load_split(truncated)
+    for value, name in ((np.nan, "nan"), (np.inf, "inf"), (3.0, "range")):
+        bad = x.copy()
+        bad[1, 5, 5, 0] = value
+        path = tmp_path / f"{name}.npz"
+        data.save_split(data.Split(bad, np.zeros(4, np.int64)), path)
+        with pytest.raises(data.DataError, match=r"1 pixel value\(s\) are NaN, infinite or outside \[-1, 1\]"):
+            data.load_split(path)

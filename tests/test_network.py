@@ -90,3 +90,8 @@ def test_bad_model_files(tmp_path):
     bad.write_bytes(b"garbage")
     with pytest.raises(ModelFileError, match="could not be loaded"):
         load_energy_network(bad)
+    other = tmp_path / "other.keras"  # another architecture: a classifier-like network, 10 outputs
+    inputs = keras.Input((32, 32, 1))
+    keras.Model(inputs, keras.layers.Dense(10)(keras.layers.Flatten()(inputs))).save(other)
+    with pytest.raises(ModelFileError, match=r"other.keras is not an energy network: it maps \[\(32, 32, 1\)\] to \[\(10,\)\]"):
+        load_energy_network(other)
