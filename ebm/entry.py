@@ -28,10 +28,10 @@ def main(stage_fn, paths_cls, argv=None) -> None:
     args = vars(parser.parse_args(argv))
     quiet_tensorflow()
     from ebm.config import ConfigError, load_params
-    from ebm.errors import DataError, ModelFileError, TrainingDiverged
+    from ebm.errors import DataError, ModelFileError, SamplingDiverged, TrainingDiverged
 
     try:
         params = load_params(args.pop("params"))
         stage_fn(params, paths_cls(**args))
-    except (ConfigError, DataError, ModelFileError, TrainingDiverged) as err:
+    except (ConfigError, DataError, ModelFileError, SamplingDiverged, TrainingDiverged) as err:
         sys.exit(f"error: {err}")

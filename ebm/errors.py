@@ -12,3 +12,7 @@ class ModelFileError(RuntimeError):
 
 class TrainingDiverged(RuntimeError):
     """Training produced non-finite or runaway energies; the last healthy checkpoint is kept."""
+
+
+class SamplingDiverged(RuntimeError):
+    """A sampling chain produced non-finite energies: the model file is broken."""

@@ -117,3 +117,17 @@ def test_unsupported_networks_and_the_switch_fall_back_to_the_graph_chain(monkey
     assert not kernels.native_chain_enabled()
     monkeypatch.setenv("EBM_NATIVE_CHAIN", "1")
     assert kernels.native_chain_enabled()
+
+
+def test_a_diverging_chain_surfaces_as_non_finite_energies():
+    """The op is built with -ffast-math, under which clamping swallows NaN (the states stay in
+    [-1, 1]); the energies it reports, and the network's energies of its states, must not."""
+    net = network(ModelConfig(filters=(8, 16), kernel_sizes=(3, 3), dense_units=8))
+    kernel = net.get_layer("dense").kernel
+    poisoned = kernel.numpy()
+    poisoned[0, 0] = np.nan
+    kernel.assign(poisoned)
+    x0 = tf.random.stateless_uniform((3, 32, 32, 1), seed=[1, 2], minval=-1, maxval=1)
+    x, sums = LangevinSampler(5, 10.0, 0.005, 0.03).run(chain_energy(net), x0, trace=True)
+    assert not np.isfinite(sums.numpy()[:, 0]).any()  # every step's energy sum is NaN
+    assert not np.isfinite(energy_fn(net)(x).numpy()).any()  # and so is E of what the chain returns

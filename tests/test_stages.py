@@ -192,3 +192,24 @@ def test_ebm_evaluate_scores_any_logged_model(pipeline_run, monkeypatch):
 
     bad = CliRunner().invoke(app, ["evaluate", "--model-uri", "runs:/0123456789abcdef/model", "--out", str(out)])
     assert bad.exit_code == 1 and "could not load an MLflow Keras model" in bad.output
+
+
+def test_generate_refuses_a_model_whose_chains_diverge_and_writes_nothing(tmp_path, mlflow_store):
+    from ebm.errors import SamplingDiverged
+    from ebm.network import build_energy_network
+
+    params = parse_params(tiny_params_dict())
+    net = build_energy_network(params.model)
+    kernel = net.get_layer("dense").kernel
+    poisoned = kernel.numpy()
+    poisoned[0, 0] = np.nan
+    kernel.assign(poisoned)
+    net.save(tmp_path / "broken.keras")
+    g = tmp_path / "g"
+    gp = pipeline.GeneratePaths(model=tmp_path / "broken.keras", samples=g / "samples.npz", grid=g / "s.png",
+                                chains=g / "c.png", gif=g / "c.gif", health=g / "h.csv", health_plot=g / "h.png")
+    with pytest.raises(SamplingDiverged, match="non-finite at step 1 of 6: the model file .*broken.keras"):
+        pipeline.generate(params, gp)
+    assert not gp.samples.exists()
+    runs = mlflow.search_runs(experiment_names=["ebm"], filter_string="tags.`ebm.stage` = 'generate'")
+    assert runs["status"].tolist() == ["FAILED"]

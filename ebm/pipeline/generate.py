@@ -10,6 +10,7 @@ import numpy as np
 
 from ebm import data as data_lib
 from ebm.config import Params
+from ebm.errors import SamplingDiverged
 from ebm.pipeline.paths import GeneratePaths
 
 
@@ -70,6 +71,11 @@ def _langevin(params: Params, paths: GeneratePaths, network) -> dict:
     samples = samples.numpy()
     snaps = {step: x.numpy() for step, x in snaps.items()}
     health = pd.DataFrame(trace_table(sums, g.n))
+    if not np.isfinite(sums).all():  # the states stay clipped to [-1, 1]; the energies tell
+        first = int(np.argmin(np.isfinite(sums).all(axis=1))) + 1
+        raise SamplingDiverged(f"the Langevin chains' energies became non-finite at step {first} of "
+                               f"{params.sampler.steps}: the model file {paths.model} holds broken weights "
+                               "(retrain it); nothing was written")
     paths.samples.parent.mkdir(parents=True, exist_ok=True)
     shown = sorted(set(g.snapshot_steps))
     np.savez_compressed(paths.samples, samples=samples, snapshot_steps=np.array(shown),
