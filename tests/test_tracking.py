@@ -158,6 +158,29 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _start_server(store: str, attempts: int = 5):
+    """A real ``mlflow server`` on a free loopback port. Another process can take the port
+    between our probe and the server's bind, so a server that exits before answering is
+    retried on a new port rather than failing the test."""
+    for _ in range(attempts):
+        port = _free_port()
+        server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri", store,
+                                   "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        base = f"http://127.0.0.1:{port}"
+        for _ in range(240):
+            try:
+                _get(f"{base}/health")
+                return server, base
+            except OSError:
+                if server.poll() is not None:  # it died: most likely the port was taken
+                    break
+                time.sleep(0.5)
+        server.terminate()
+        server.wait(timeout=60)
+    raise RuntimeError(f"mlflow server did not start in {attempts} attempts")
+
+
 def _get(url: str) -> dict | bytes:
     with urllib.request.urlopen(url, timeout=30) as r:
         body = r.read()
@@ -165,7 +188,9 @@ def _get(url: str) -> dict | bytes:
 
 
 def test_a_real_mlflow_server_serves_runs_metrics_images_and_the_model(tmp_path, mlflow_store):
-    params = parse_params(tiny_params_dict())
+    raw = tiny_params_dict()
+    raw["data"]["test_fraction"] = 0.9  # 500 training digits
+    params = parse_params(raw)
     pipeline.prepare(params, pipeline.PreparePaths(data=tmp_path / "data"))
     paths = pipeline.TrainPaths(data=tmp_path / "data", model=tmp_path / "m.keras", history=tmp_path / "h.csv",
                                 negatives=tmp_path / "n.png")
@@ -177,18 +202,8 @@ def test_a_real_mlflow_server_serves_runs_metrics_images_and_the_model(tmp_path,
     x = np.zeros((2, 32, 32, 1), "float32")
     np.testing.assert_allclose(loaded(x).numpy(), load_energy_network(paths.model)(x).numpy(), atol=1e-5)
 
-    port = _free_port()
-    server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri", mlflow_store,
-                               "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
+    server, base = _start_server(mlflow_store)
     try:
-        for _ in range(120):
-            try:
-                _get(f"{base}/health")
-                break
-            except OSError:
-                time.sleep(0.5)
         experiment = _get(f"{base}/api/2.0/mlflow/experiments/get-by-name?experiment_name=ebm")["experiment"]
         req = urllib.request.Request(f"{base}/api/2.0/mlflow/runs/search", method="POST",
                                      data=json.dumps({"experiment_ids": [experiment["experiment_id"]]}).encode(),
