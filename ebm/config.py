@@ -36,8 +36,12 @@ class DataConfig:
     npz_path: str | None = None
     test_fraction: float = 0.1
     seed: int = 0
+    max_train: int = 0  # keep at most this many training digits (0 = all): quick runs
+    max_test: int = 0   # ... and test digits
 
     def __post_init__(self):
+        _check(self.max_train >= 0, "max_train", f"must be >= 0 (0 = all); got {self.max_train}")
+        _check(self.max_test >= 0, "max_test", f"must be >= 0 (0 = all); got {self.max_test}")
         _check(self.source in DATA_SOURCES, "source", f"must be one of {', '.join(DATA_SOURCES)}; got {self.source!r}")
         _check(self.source != "npz" or bool(self.npz_path), "npz_path", "is required when data.source=npz")
         _check(0.0 < self.test_fraction < 1.0, "test_fraction", f"must be in (0, 1); got {self.test_fraction}")

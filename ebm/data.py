@@ -118,11 +118,22 @@ def load_npz(path: str | Path) -> tuple[Split, Split]:
 
 
 def load_source(cfg: DataConfig) -> tuple[Split, Split]:
+    """The configured source's train and test splits, each cut to ``data.max_train`` /
+    ``data.max_test`` digits when those are > 0 (the first ones of a seeded permutation)."""
     if cfg.source == "mnist5k":
-        return load_mnist5k(cfg)
-    if cfg.source == "mnist":
-        return load_keras_mnist()
-    return load_npz(cfg.npz_path)
+        train, test = load_mnist5k(cfg)
+    elif cfg.source == "mnist":
+        train, test = load_keras_mnist()
+    else:
+        train, test = load_npz(cfg.npz_path)
+    return _first(train, cfg.max_train, cfg.seed), _first(test, cfg.max_test, cfg.seed + 1)
+
+
+def _first(split: Split, n: int, seed: int) -> Split:
+    if n <= 0 or n >= len(split.x):
+        return split
+    rows = np.sort(np.random.default_rng(seed).permutation(len(split.x))[:n])
+    return Split(split.x[rows], split.y[rows])
 
 
 def save_split(split: Split, path: Path) -> None:

@@ -12,6 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def tiny_params_dict() -> dict:
     """The project's params.yaml shrunk to seconds: few epochs, short chains, small sets."""
     p = yaml.safe_load((ROOT / "params.yaml").read_text())
+    p["data"].update(max_train=640, max_test=200)  # 20 batches of 32 per epoch
     p["train"].update(epochs=2, batch_size=32, buffer_size=256)
     p["train"]["sampler"]["steps"] = 3
     p["sampler"]["steps"] = 6

@@ -93,3 +93,17 @@ def test_truncated_and_non_finite_prepared_data_are_refused_by_name(tmp_path):
         data.save_split(data.Split(bad, np.zeros(4, np.int64)), path)
         with pytest.raises(data.DataError, match=r"1 pixel value\(s\) are NaN, infinite or outside \[-1, 1\]"):
             data.load_split(path)
+
+
+def test_max_train_and_max_test_cut_each_split_reproducibly():
+    from ebm.config import DataConfig
+
+    full_train, full_test = data.load_source(DataConfig())
+    train, test = data.load_source(DataConfig(max_train=300, max_test=40))
+    assert (len(train.x), len(test.x)) == (300, 40)
+    assert len(set(train.y.tolist())) == 10  # a random cut of a shuffled split keeps every digit
+    again, _ = data.load_source(DataConfig(max_train=300, max_test=40))
+    np.testing.assert_array_equal(train.x, again.x)
+    rows = [int(np.flatnonzero((full_train.x == img).all(axis=(1, 2, 3)))[0]) for img in train.x[:5]]
+    assert rows == sorted(rows)  # the kept digits, in their original order
+    assert len(data.load_source(DataConfig(max_train=10**6))[0].x) == len(full_train.x)

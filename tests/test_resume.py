@@ -21,9 +21,8 @@ from tests.conftest import ROOT, tiny_params_dict
 
 
 def small_params(**train):
-    """Tiny params on 500 training digits (15 batches of 32 per epoch)."""
+    """Tiny params (640 training digits: 20 batches of 32 per epoch)."""
     raw = tiny_params_dict()
-    raw["data"]["test_fraction"] = 0.9
     raw["train"].update(train)
     return raw
 

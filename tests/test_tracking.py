@@ -188,9 +188,7 @@ def _get(url: str) -> dict | bytes:
 
 
 def test_a_real_mlflow_server_serves_runs_metrics_images_and_the_model(tmp_path, mlflow_store):
-    raw = tiny_params_dict()
-    raw["data"]["test_fraction"] = 0.9  # 500 training digits
-    params = parse_params(raw)
+    params = parse_params(tiny_params_dict())
     pipeline.prepare(params, pipeline.PreparePaths(data=tmp_path / "data"))
     paths = pipeline.TrainPaths(data=tmp_path / "data", model=tmp_path / "m.keras", history=tmp_path / "h.csv",
                                 negatives=tmp_path / "n.png")
