@@ -240,14 +240,34 @@ def compare(
 def ui(
     host: str = typer.Option("127.0.0.1", help="address to bind (loopback by default)"),
     port: int = typer.Option(5000, help="port"),
+    experiment: str = typer.Option("", help="experiment to open (default: the most recently active one)"),
+    browser: bool = typer.Option(True, help="open a browser where one exists"),
 ) -> None:
-    """Open the MLflow UI on the project's store (the SQLite file at the repository root)."""
-    from ebm.tracking import Tracker
+    """Open the MLflow UI on the project's store, on the runs table of an experiment (the classic
+    ML view, with metrics), and print its address."""
+    import threading
+    import webbrowser
 
-    uri = Tracker().uri
-    typer.echo(f"MLflow UI on http://{host}:{port} for {uri}")
-    raise typer.Exit(subprocess.call([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
+    from ebm.tracking import Tracker, runs_url
+
+    tracker = Tracker()
+    found = tracker.client.get_experiment_by_name(experiment) if experiment else latest_experiment(tracker)
+    if experiment and found is None:
+        raise typer.BadParameter(f"no MLflow experiment named {experiment!r} in {tracker.uri}", param_hint="--experiment")
+    url = runs_url(f"http://{host}:{port}", found.experiment_id if found else None)
+    typer.echo(f"MLflow UI for {tracker.uri}:\n  {url}")
+    if browser:
+        threading.Timer(3.0, lambda: webbrowser.open(url)).start()  # no-op without a browser
+    raise typer.Exit(subprocess.call([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", tracker.uri,
                                       "--host", host, "--port", str(port)]))
+
+
+def latest_experiment(tracker):
+    """The experiment with the most recent run (None in an empty store)."""
+    runs = tracker.client.search_runs([e.experiment_id for e in tracker.client.search_experiments()],
+                                      order_by=["attributes.start_time DESC"], max_results=1) \
+        if tracker.client.search_experiments() else []
+    return tracker.client.get_experiment(runs[0].info.experiment_id) if runs else None
 
 
 if __name__ == "__main__":

@@ -87,6 +87,17 @@ def _git(root: Path, *args: str) -> str:
     return out.stdout.strip() if out.returncode == 0 else ""
 
 
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+
+
+def runs_url(base: str, experiment_id: str | None = None) -> str:
+    """The MLflow UI's runs table (of one experiment, or the experiment list), on the classic
+    ML view: MLflow 3 otherwise lands on its GenAI overview (traces, token usage)."""
+    if experiment_id is None:
+        return f"{base.rstrip('/')}/#/experiments?workflowType=machine_learning"
+    return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+
+
 class Tracker:
     """The project's MLflow store, reached through one client with every write locked."""
 
@@ -110,11 +121,14 @@ class Tracker:
         return os.environ.get("DVC_EXP_BASELINE_REV") or _git(self.root, "rev-parse", "HEAD")
 
     def ensure_experiment(self, name: str) -> str:
+        """The experiment's id, created if new; tagged as model development (not GenAI) either way."""
         found = self.client.get_experiment_by_name(name)
         if found is not None:
+            if found.tags.get(EXPERIMENT_KIND[0]) != EXPERIMENT_KIND[1]:
+                self.client.set_experiment_tag(found.experiment_id, *EXPERIMENT_KIND)
             return found.experiment_id
         location = (self.root / ARTIFACT_DIR / name).as_uri() if _local_sqlite(self.uri) else None
-        return self.client.create_experiment(name, artifact_location=location)
+        return self.client.create_experiment(name, artifact_location=location, tags=dict([EXPERIMENT_KIND]))
 
     def pipeline_key(self, params: Params) -> str:
         """The DVC experiment name; for a plain ``dvc repro``, commit + params hash."""

@@ -244,3 +244,18 @@ def test_compare_ranks_pipeline_runs_and_keeps_only_varying_params():
     assert render(table, "markdown").splitlines()[0].startswith("| experiment")
     with pytest.raises(KeyError, match="cannot sort by"):
         experiments_table(_fake_runs(), sort_by="fid")
+
+
+def test_experiments_open_on_the_ml_runs_view(mlflow_store):
+    """MLflow 3 lands on its GenAI overview unless told otherwise: experiments are tagged as model
+    development and every link `ebm ui` prints asks for the runs table of the ML view."""
+    from ebm.cli import latest_experiment
+
+    with tracking.stage_run("train", parse_params(tiny_params_dict())):
+        pass
+    tracker = tracking.Tracker()
+    experiment = tracker.client.get_experiment_by_name("ebm")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert latest_experiment(tracker).experiment_id == experiment.experiment_id
+    url = tracking.runs_url("http://127.0.0.1:5000/", experiment.experiment_id)
+    assert url == f"http://127.0.0.1:5000/#/experiments/{experiment.experiment_id}/runs?workflowType=machine_learning"
