@@ -156,3 +156,29 @@ def test_rbm_and_dbn_run_from_params_alone_and_compare_with_the_deep_ebm(baselin
     assert {"rbm", "dbn"} <= set(table["experiment"]) and {"ebm", "rbm", "dbn"} <= set(table["model.family"])
     assert table.loc[table["experiment"].isin(["rbm", "dbn"]), "test_loglik"].notna().all()
     sh("git", "checkout", "--", ".", cwd=repo, env=env)
+
+
+def test_dvc_queue_kill_ends_the_running_stage_killed(baseline):
+    """`dvc queue kill` (documented as Ctrl-C) on a queued experiment in a real worker: its
+    running stage ends KILLED in MLflow, not RUNNING forever."""
+    repo, env, _ = baseline
+    sh("dvc", "exp", "run", "--queue", "-n", "long", "-S", "train.epochs=400", cwd=repo, env=env)
+    sh("dvc", "queue", "start", "-j", "1", cwd=repo, env=env)
+
+    def train_status():
+        runs = all_runs(repo)
+        if "tags.dvc.exp_name" not in runs:
+            return None
+        mine = runs[(runs["tags.dvc.exp_name"] == "long") & (runs["tags.ebm.stage"] == "train")]
+        return mine["status"].iloc[0] if len(mine) else None
+
+    deadline = time.time() + 300
+    while train_status() != "RUNNING" and time.time() < deadline:
+        time.sleep(1)
+    assert train_status() == "RUNNING"
+    time.sleep(5)  # into the epochs
+    sh("dvc", "queue", "kill", "long", cwd=repo, env=env)
+    deadline = time.time() + 120
+    while train_status() == "RUNNING" and time.time() < deadline:
+        time.sleep(1)
+    assert train_status() == "KILLED"
