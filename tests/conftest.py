@@ -44,3 +44,24 @@ def mlflow_store(tmp_path, monkeypatch):
     mlflow.set_tracking_uri(uri)  # for the tests' own mlflow.search_runs
     yield uri
     mlflow.set_tracking_uri(None)
+
+
+@pytest.fixture(scope="session")
+def mnist5k():
+    from ebm.config import DataConfig
+    from ebm.data import load_mnist5k
+
+    return load_mnist5k(DataConfig())
+
+
+@pytest.fixture(scope="session")
+def trained_judge(mnist5k):
+    """The classifier stage's judge (3 members, outliers, temperature), on 6 epochs: trained once
+    per session for the classifier and metrics tests. Returns (model, history)."""
+    import keras
+
+    from ebm.classifier import train_classifier
+
+    train, test = mnist5k
+    keras.utils.set_random_seed(0)
+    return train_classifier(train.x, train.y, test.x, test.y, epochs=6, batch_size=128)

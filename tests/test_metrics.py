@@ -1,22 +1,17 @@
 """The quality metrics on real digits and a real (briefly trained) classifier."""
 
-import keras
 import numpy as np
 import pytest
 
 from ebm import metrics as M
-from ebm.classifier import FeatureExtractor, train_classifier
-from ebm.config import DataConfig
-from ebm.data import load_mnist5k
+from ebm.classifier import FeatureExtractor
 
 
-@pytest.fixture(scope="module")
-def digits_and_features():
-    keras.utils.set_random_seed(0)
-    train, test = load_mnist5k(DataConfig())
-    # the judge as the classifier stage builds it, on fewer epochs
-    model, _ = train_classifier(train.x, train.y, test.x, test.y, epochs=6, batch_size=128)
-    return train, test, FeatureExtractor(model)
+@pytest.fixture
+def digits_and_features(mnist5k, trained_judge):
+    """Real digits and the judge's feature extractor (the stage's judge, on fewer epochs)."""
+    train, test = mnist5k
+    return train, test, FeatureExtractor(trained_judge[0])
 
 
 def test_fid_is_zero_on_itself_large_on_noise_and_falls_with_less_corruption(digits_and_features):

@@ -59,7 +59,7 @@ def pipeline_run(tmp_path_factory):
 def test_every_stage_writes_its_outputs_and_logs_a_run(pipeline_run):
     tmp_path, params, tp, gp, ep, metrics = pipeline_run
 
-    assert np.load(tmp_path / "data/prepared/train.npz")["x"].shape == (4500, 32, 32, 1)
+    assert np.load(tmp_path / "data/prepared/train.npz")["x"].shape == (640, 32, 32, 1)  # tiny params: data.max_train
     history = pd.read_csv(tp.history)
     assert history["epoch"].tolist() == [1, 2]
     assert {"loss", "cdiv", "reg", "real", "fake", "val_cdiv", "val_real", "val_fake"} <= set(history.columns)
