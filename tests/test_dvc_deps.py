@@ -60,8 +60,9 @@ def test_every_project_file_a_stage_runs_is_one_of_its_deps(stage):
     needed = closure(STAGE_MODULES[stage]) | closure("ebm.entry") | {f"stages/{stage}.py"}
     missing = sorted(f for f in needed if not any(f == d or f.startswith(d.rstrip("/") + "/") for d in deps))
     assert missing == [], f"dvc.yaml stage {stage!r} runs these files but does not list them as deps"
-    for dep in deps:
-        assert (ROOT / dep).exists(), f"dvc.yaml stage {stage!r} lists a missing dep {dep}"
+    for dep in deps:  # source deps must exist (pipeline outputs such as reports/ appear when stages run)
+        if dep.startswith(("ebm/", "stages/")):
+            assert (ROOT / dep).exists(), f"dvc.yaml stage {stage!r} lists a missing dep {dep}"
 
 
 def test_the_import_scan_follows_function_level_imports():
