@@ -264,9 +264,8 @@ def ui(
 
 def latest_experiment(tracker):
     """The experiment with the most recent run (None in an empty store)."""
-    runs = tracker.client.search_runs([e.experiment_id for e in tracker.client.search_experiments()],
-                                      order_by=["attributes.start_time DESC"], max_results=1) \
-        if tracker.client.search_experiments() else []
+    ids = [e.experiment_id for e in tracker.client.search_experiments()]
+    runs = tracker.client.search_runs(ids, order_by=["attributes.start_time DESC"], max_results=1) if ids else []
     return tracker.client.get_experiment(runs[0].info.experiment_id) if runs else None
 
 
