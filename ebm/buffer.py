@@ -22,9 +22,13 @@ class ReplayBuffer(tf.Module):
         self.fresh_fraction = fresh_fraction
         self.rng = tf.random.Generator.from_seed(seed)
         start = self._uniform(capacity)
-        self.examples = tf.Variable(start, trainable=False, name="examples")
-        self.size = tf.Variable(batch_size, trainable=False, name="size")  # valid examples
-        self.head = tf.Variable(batch_size % capacity, trainable=False, name="head")  # next write slot
+        # under a tf.distribute strategy each replica keeps its own buffer (its share); read across
+        # replicas (callbacks, checkpoints) the variables give the first replica's copy
+        local = dict(trainable=False, synchronization=tf.VariableSynchronization.ON_READ,
+                     aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+        self.examples = tf.Variable(start, name="examples", **local)
+        self.size = tf.Variable(batch_size, name="size", **local)  # valid examples
+        self.head = tf.Variable(batch_size % capacity, name="head", **local)  # next write slot
 
     def _uniform(self, n) -> tf.Tensor:
         return self.rng.uniform((n, *self.image_shape), minval=-1.0, maxval=1.0)
@@ -43,7 +47,10 @@ class ReplayBuffer(tf.Module):
     def push(self, x: tf.Tensor) -> None:
         """Store a batch of refined negatives over the oldest examples."""
         slots = (self.head + tf.range(self.batch_size)) % self.capacity
-        self.examples.scatter_nd_update(slots[:, None], x)
+        if tf.distribute.in_cross_replica_context() or not tf.distribute.has_strategy():
+            self.examples.scatter_nd_update(slots[:, None], x)
+        else:  # a replica's own copy: per-replica variables take whole assignments only
+            self.examples.assign(tf.tensor_scatter_nd_update(self.examples, slots[:, None], x))
         self.head.assign((self.head + self.batch_size) % self.capacity)
         self.size.assign(tf.minimum(self.size + self.batch_size, self.capacity))
 

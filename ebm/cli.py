@@ -237,6 +237,36 @@ def compare(
 
 
 @app.command()
+def register(
+    experiment: str = typer.Option(None, help="MLflow experiment (default: this commit's, see tracking.experiment)"),
+    all_experiments: bool = typer.Option(False, "--all", help="the best across every experiment"),
+    metric: str = typer.Option("fid", help="metric that ranks the pipeline runs"),
+    descending: bool = typer.Option(False, help="higher is better (e.g. coverage); by default lower is"),
+    name: str = typer.Option("ebm-energy", help="registered model name"),
+) -> None:
+    """Register the energy network of the best pipeline run (lowest FID by default) in the
+    MLflow model registry and point the alias `best` at it."""
+    from ebm.registry import RegistryError, register_best
+    from ebm.tracking import Tracker
+
+    tracker = Tracker()
+    names = _experiments(tracker, experiment, all_experiments)
+    ids = [e.experiment_id for n in names if (e := tracker.client.get_experiment_by_name(n)) is not None]
+    if not ids:
+        _fail(f"no MLflow experiment named {', '.join(names)} in {tracker.uri}")
+    try:
+        with tracker.locked():
+            done = register_best(tracker.client, ids, name, metric, ascending=not descending)
+    except RegistryError as err:
+        _fail(str(err))
+        return
+    what = "registered as" if done.new else "already registered as"
+    typer.echo(f"best {done.metric} = {done.value:.4g}: pipeline run {done.pipeline_run} (training run "
+               f"{done.train_run})\n{what} {done.name} version {done.version}, alias @best -> {done.uri}\n"
+               f"draw from it: ebm sample --model-uri {done.uri}")
+
+
+@app.command()
 def ui(
     host: str = typer.Option("127.0.0.1", help="address to bind (loopback by default)"),
     port: int = typer.Option(5000, help="port"),
@@ -244,20 +274,31 @@ def ui(
     browser: bool = typer.Option(True, help="open a browser where one exists"),
 ) -> None:
     """Open the MLflow UI on the project's store, on the runs table of an experiment (the classic
-    ML view, with metrics), and print its address."""
+    ML view, with metrics), and print its address. With MLFLOW_TRACKING_URI=http://... the
+    server already serves the UI: print (and open) its address there, start nothing."""
     import threading
     import webbrowser
 
-    from ebm.tracking import Tracker, runs_url
+    from ebm.tracking import RUNS_VIEW, Tracker, runs_url
 
     tracker = Tracker()
     found = tracker.client.get_experiment_by_name(experiment) if experiment else latest_experiment(tracker)
     if experiment and found is None:
         raise typer.BadParameter(f"no MLflow experiment named {experiment!r} in {tracker.uri}", param_hint="--experiment")
-    url = runs_url(f"http://{host}:{port}", found.experiment_id if found else None)
+    if found is not None:  # an experiment from before the metrics view existed gets it now
+        with tracker.locked():
+            tracker.ensure_experiment(found.name)
+    remote = tracker.uri.startswith(("http://", "https://"))  # a tracking server already serves the UI
+    base = tracker.uri if remote else f"http://{host}:{port}"
+    url = runs_url(base, found.experiment_id if found else None)
     typer.echo(f"MLflow UI for {tracker.uri}:\n  {url}")
+    if found is not None:
+        typer.echo(f"  (pipelines ranked by FID; every run, stages nested: "
+                   f"{runs_url(base, found.experiment_id, RUNS_VIEW)})")
     if browser:
-        threading.Timer(3.0, lambda: webbrowser.open(url)).start()  # no-op without a browser
+        threading.Timer(0.0 if remote else 3.0, lambda: webbrowser.open(url)).start()  # no-op without a browser
+    if remote:
+        return
     raise typer.Exit(subprocess.call([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", tracker.uri,
                                       "--host", host, "--port", str(port)]))
 

@@ -112,6 +112,7 @@ class TrainConfig:
     buffer_shift: int = 0
     monitor_every: int = 5
     monitor_n: int = 500
+    strategy: str = "default"  # default | mirrored (all local GPUs / CPU devices) | multi_worker (TF_CONFIG)
 
     def __post_init__(self):
         _check(self.epochs >= 1, "epochs", f"must be >= 1; got {self.epochs}")
@@ -138,6 +139,8 @@ class TrainConfig:
         _check(0 <= self.ema_decay < 1, "ema_decay", f"must be in [0, 1) (0 = no moving average); got {self.ema_decay}")
         _check(self.buffer_shift >= 0, "buffer_shift", f"must be >= 0 pixels (0 = off); got {self.buffer_shift}")
         _check(self.monitor_every >= 1, "monitor_every", f"must be >= 1; got {self.monitor_every}")
+        _check(self.strategy in ("default", "mirrored", "multi_worker"), "strategy",
+               f"must be default, mirrored or multi_worker; got {self.strategy!r}")
         _check(self.monitor_n >= 2, "monitor_n", f"must be >= 2; got {self.monitor_n}")
 
 

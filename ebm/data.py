@@ -141,6 +141,13 @@ def save_split(split: Split, path: Path) -> None:
     np.savez_compressed(path, x=split.x, y=split.y)
 
 
+def input_datasets(cfg: DataConfig, folder: Path, **contexts: str) -> dict[str, tuple[str, Path]]:
+    """``{context: (name, path)}`` of prepared splits in ``folder``, named after the source:
+    ``input_datasets(cfg, folder, training="train")`` -> ``{"training": ("mnist5k-train", folder/"train.npz")}``."""
+    source = Path(cfg.npz_path).stem if cfg.source == "npz" and cfg.npz_path else cfg.source
+    return {context: (f"{source}-{split}", Path(folder) / f"{split}.npz") for context, split in contexts.items()}
+
+
 def load_split(path: str | Path) -> Split:
     """Read a prepared split written by :func:`save_split`, checking what the stages rely on."""
     path = Path(path)

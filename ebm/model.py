@@ -46,8 +46,9 @@ class ContrastiveDivergenceModel(keras.Model):
         self.lr_scale = tf.Variable(1.0, trainable=False, name="lr_scale")  # lowered by each rollback
         self.rollbacks = tf.Variable(0, trainable=False, name="rollbacks")
         self.chain_energy = chain_energy(energy_net)
-        self.ema_weights = [tf.Variable(w, trainable=False, name="ema") for w in energy_net.weights] \
-            if ema_decay > 0 else []
+        self.ema_weights = [tf.Variable(w, trainable=False, name="ema",  # the same on every replica
+                                        aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+                            for w in energy_net.weights] if ema_decay > 0 else []
         self.trackers = {name: keras.metrics.Mean(name=name) for name in ("loss", "cdiv", "reg", "real", "fake")}
 
     @property
@@ -67,13 +68,17 @@ class ContrastiveDivergenceModel(keras.Model):
         fake = self.sampler.run(self.chain_energy, self._starts())
         self.buffer.push(fake)
         chain = self.chain_energy  # the network's fast form: same energies and gradients
+        # under tf.distribute each replica's loss is the mean over its share of the batch and the
+        # optimizer sums the replicas' gradients: dividing by their number gives the batch mean's
+        replicas = tf.distribute.get_replica_context().num_replicas_in_sync
         with tf.GradientTape() as tape:
             e_real, e_fake = tf.split(chain.energy(chain.to_state(tf.concat([real, fake], axis=0))), 2)
             cdiv = contrastive_divergence(e_real, e_fake)
             reg = self.alpha * energy_regulariser(e_real, e_fake)
             loss = cdiv + reg
+            replica_loss = loss / replicas if replicas > 1 else loss
         weights = self.energy_net.trainable_weights
-        self.optimizer.apply_gradients(zip(tape.gradient(loss, weights), weights))
+        self.optimizer.apply_gradients(zip(tape.gradient(replica_loss, weights), weights))
         if self.ema_weights:
             ema_update(self.ema_weights, self.energy_net.weights, self.ema_decay)
         return self._update(loss=loss, cdiv=cdiv, reg=reg, real=tf.reduce_mean(e_real), fake=tf.reduce_mean(e_fake))
@@ -106,7 +111,11 @@ class ContrastiveDivergenceModel(keras.Model):
     def _update(self, **values):
         for name, value in values.items():
             self.trackers[name].update_state(value)
-        return {name: self.trackers[name].result() for name in values}
+        results = {name: self.trackers[name].result() for name in values}
+        if isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy):
+            # Keras averages multi-worker step outputs along axis 0, which a scalar lacks
+            results = {name: tf.reshape(value, [1]) for name, value in results.items()}
+        return results
 
     @staticmethod
     def _images(data):

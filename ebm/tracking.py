@@ -7,7 +7,9 @@
 * **Grouping.** One MLflow experiment per sweep (named after the DVC baseline commit, or
   ``tracking.experiment``); one *parent* run per pipeline run, keyed by the DVC experiment
   name (for a plain ``dvc repro``: commit + params hash), holding all params and
-  ``params.yaml``; one *child* run per stage under it.
+  ``params.yaml``, spanning the pipeline (RUNNING from its first stage's start to its last
+  stage's end, with that stage's status); one *child* run per stage under it. The data a stage
+  reads is logged as MLflow dataset inputs (name, MD5 digest as in ``dvc.lock``, path).
 * **Status.** A stage that raises ends FAILED; SIGINT/SIGTERM end it KILLED. Each run records
   its host and pid, so :func:`close_stale_runs` can end runs whose process died.
 * **Concurrency.** SQLite allows one writer at a time, and MLflow's own retries do not cover
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import signal
@@ -31,6 +34,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import warnings
 from pathlib import Path
 from typing import Iterator, Mapping
 
@@ -88,14 +92,35 @@ def _git(root: Path, *args: str) -> str:
 
 
 EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+VIEW_METRICS = ("fid", "kid", "precision", "recall", "coverage", "confident_share", "longrun_stable", "test_loglik")
+RANKED_VIEW, RUNS_VIEW = "ebm-ranked", "ebm-runs"  # the MLflow UI views that links open with
 
 
-def runs_url(base: str, experiment_id: str | None = None) -> str:
+def runs_views() -> dict[str, str]:
+    """The runs-table views that links open with, as the UI's "Share" button stores them (an
+    experiment tag ``mlflow.sharedViewState.<key>`` holding the UI state as JSON), both showing
+    the datasets and the key metrics as columns:
+
+    * ``ebm-ranked``: the pipeline runs only, best FID first: the sweep's leaderboard (MLflow
+      lists runs flat when sorted by a metric, so the stage runs are filtered out);
+    * ``ebm-runs``: every run, newest first, stages nested under their pipeline run.
+    """
+    columns = ["attributes.`Dataset`", *(f"metrics.`{name}`" for name in VIEW_METRICS)]
+    ranked = {"selectedColumns": columns, "searchFilter": "tags.`ebm.role` = 'pipeline'",
+              "orderByKey": "metrics.`fid`", "orderByAsc": True}
+    nested = {"selectedColumns": columns, "orderByKey": "attributes.start_time", "orderByAsc": False}
+    return {f"mlflow.sharedViewState.{RANKED_VIEW}": json.dumps(ranked),
+            f"mlflow.sharedViewState.{RUNS_VIEW}": json.dumps(nested)}
+
+
+def runs_url(base: str, experiment_id: str | None = None, view: str | None = RANKED_VIEW) -> str:
     """The MLflow UI's runs table (of one experiment, or the experiment list), on the classic
-    ML view: MLflow 3 otherwise lands on its GenAI overview (traces, token usage)."""
+    ML view (MLflow 3 otherwise lands on its GenAI overview: traces, token usage) and, for an
+    experiment, in one of the views of :func:`runs_views`."""
     if experiment_id is None:
         return f"{base.rstrip('/')}/#/experiments?workflowType=machine_learning"
-    return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+    shared = f"&viewStateShareKey={view}" if view else ""
+    return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning{shared}"
 
 
 class Tracker:
@@ -121,14 +146,17 @@ class Tracker:
         return os.environ.get("DVC_EXP_BASELINE_REV") or _git(self.root, "rev-parse", "HEAD")
 
     def ensure_experiment(self, name: str) -> str:
-        """The experiment's id, created if new; tagged as model development (not GenAI) either way."""
+        """The experiment's id, created if new; tagged as model development (not GenAI) and with
+        the runs views of :func:`runs_views` either way."""
+        tags = {EXPERIMENT_KIND[0]: EXPERIMENT_KIND[1], **runs_views()}
         found = self.client.get_experiment_by_name(name)
         if found is not None:
-            if found.tags.get(EXPERIMENT_KIND[0]) != EXPERIMENT_KIND[1]:
-                self.client.set_experiment_tag(found.experiment_id, *EXPERIMENT_KIND)
+            for key, value in tags.items():
+                if found.tags.get(key) != value:
+                    self.client.set_experiment_tag(found.experiment_id, key, value)
             return found.experiment_id
         location = (self.root / ARTIFACT_DIR / name).as_uri() if _local_sqlite(self.uri) else None
-        return self.client.create_experiment(name, artifact_location=location, tags=dict([EXPERIMENT_KIND]))
+        return self.client.create_experiment(name, artifact_location=location, tags=tags)
 
     def pipeline_key(self, params: Params) -> str:
         """The DVC experiment name; for a plain ``dvc repro``, commit + params hash."""
@@ -148,7 +176,10 @@ class Tracker:
         }
 
     def parent_run(self, experiment_id: str, params: Params, tags: dict[str, str]) -> str:
-        """The pipeline's parent run, created (FINISHED, with all params) on first use."""
+        """The pipeline's parent run, created (RUNNING, with all params) when its first stage
+        starts; each stage sets it RUNNING when it starts and to its own status when it ends
+        (:meth:`StageRun.end`), so the parent spans the pipeline: its start is the first stage's,
+        its end the last stage's, its status the last stage's."""
         key = tags["ebm.pipeline_key"]
         found = self.client.search_runs(
             [experiment_id], filter_string=f"tags.`ebm.pipeline_key` = '{key}' and tags.`ebm.role` = 'pipeline'",
@@ -161,7 +192,6 @@ class Tracker:
             path = Path(tmp) / "params.yaml"
             path.write_text(yaml.safe_dump(params.to_dict(), sort_keys=False, default_flow_style=None))
             self.client.log_artifact(run.info.run_id, str(path))
-        self.client.set_terminated(run.info.run_id, "FINISHED")
         return run.info.run_id
 
     def _log_params(self, run_id: str, values: Mapping[str, object]) -> None:
@@ -211,6 +241,7 @@ def stage_run(stage: str, params: Params, section: Mapping | None = None, record
                                            tags=tags).info.run_id
         if section:
             tracker._log_params(run_id, flatten(dict(section)))
+        tracker.client.update_run(parent, status="RUNNING")
     if record:
         record.parent.mkdir(parents=True, exist_ok=True)
         record.write_text(json.dumps({"stage": stage, "run_id": run_id, "parent_run_id": parent}) + "\n")
@@ -292,9 +323,44 @@ class StageRun:
                 mlflow.set_tracking_uri(previous)
             self.tracker.client.update_run(self.run_id, status="RUNNING")  # start_run's exit ended it
 
-    def end(self, status: str) -> None:
+    def datasets(self, inputs: Mapping[str, tuple[str, Path]]) -> None:
+        """Log npz files as MLflow dataset inputs of this run and of its parent, as
+        ``{context: (name, path)}`` (contexts such as ``training``, ``evaluation``): digest = the
+        file's MD5 (as in ``dvc.lock``), source = its path, schema and profile from its arrays.
+        Fills the runs table's Dataset column and the run page's lineage."""
+        from mlflow.data.dataset_source_registry import resolve_dataset_source
+        from mlflow.data.numpy_dataset import NumpyDataset
+        from mlflow.entities import DatasetInput, InputTag
+
+        entries = []
+        for context, (name, path) in inputs.items():
+            path = Path(path).resolve()
+            with np.load(path, allow_pickle=False) as f:
+                arrays = {key: f[key] for key in f.files}
+            targets = arrays.pop("y", None)
+            with warnings.catch_warnings():  # two registered sources read local files: either will do
+                warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
+                source = resolve_dataset_source(str(path))
+            dataset = NumpyDataset(arrays, source, targets=targets, name=name, digest=file_md5(path))
+            entries.append(DatasetInput(dataset._to_mlflow_entity(), [InputTag("mlflow.data.context", context)]))
         with self.tracker.locked():
-            self.tracker.client.set_terminated(self.run_id, status)
+            for run_id in (self.run_id, self.parent_id):
+                self.tracker.client.log_inputs(run_id, datasets=entries)
+
+    def end(self, status: str) -> None:
+        """End this run, and its parent with the same status and time (the parent spans the pipeline)."""
+        with self.tracker.locked():
+            end_time = int(time.time() * 1000)
+            self.tracker.client.set_terminated(self.run_id, status, end_time)
+            self.tracker.client.set_terminated(self.parent_id, status, end_time)
+
+
+def file_md5(path: Path) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _tf_version() -> str:
@@ -344,6 +410,9 @@ class NullRun:
         pass
 
     def artifact(self, path, folder=None) -> None:
+        pass
+
+    def datasets(self, inputs) -> None:
         pass
 
     def keras_model(self, model, name="model") -> None:

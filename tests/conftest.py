@@ -27,6 +27,61 @@ def tiny_params_dict() -> dict:
     return p
 
 
+PROJECT_FILES = ["dvc.yaml", "stages", ".dvcignore", ".gitignore"]
+
+
+def sh(*cmd, cwd, env, timeout=600):
+    """Run a command, fail the test with its output if it fails, return stdout + stderr."""
+    import subprocess
+
+    out = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert out.returncode == 0, f"{' '.join(map(str, cmd))} failed:\n{out.stdout}\n{out.stderr}"
+    return out.stdout + out.stderr
+
+
+def project_repo(repo: Path, params: dict, **extra_env: str) -> dict:
+    """A fresh git+DVC repository at ``repo`` holding the project (code, dvc.yaml, ``params``),
+    committed; returns the environment to run ``dvc`` in it (no inherited MLFLOW_/DVC_ variables,
+    plus ``extra_env``)."""
+    import shutil
+    import sys
+
+    repo.mkdir(parents=True)
+    for name in PROJECT_FILES:
+        src = ROOT / name
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, repo / name)
+    shutil.copytree(ROOT / "ebm", repo / "ebm", ignore=shutil.ignore_patterns("__pycache__"))
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
+    env.update(PATH=f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}", PYTHONPATH=str(repo),
+               GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t",
+               **extra_env)
+    sh("git", "init", "-q", "-b", "main", cwd=repo, env=env)
+    sh("dvc", "init", "-q", cwd=repo, env=env)
+    sh("dvc", "config", "core.analytics", "false", cwd=repo, env=env)
+    sh("git", "add", "-A", cwd=repo, env=env)
+    sh("git", "commit", "-qm", "project", cwd=repo, env=env)
+    return env
+
+
+def run_queue(repo, env, workers: int, timeout: float = 900) -> str:
+    """Start ``workers`` queue workers and wait until the queue is empty; returns `dvc queue status`.
+    `dvc queue start` can stay in the foreground until the queue is empty: it is started aside."""
+    import subprocess
+    import time
+
+    starter = subprocess.Popen(["dvc", "queue", "start", "-j", str(workers)], cwd=repo, env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        status = sh("dvc", "queue", "status", cwd=repo, env=env)  # no machine-readable form in DVC 3
+        if "Queued" not in status and "Running" not in status:
+            break
+        time.sleep(3)
+    starter.wait(timeout=120)
+    return status
+
+
 @pytest.fixture
 def tiny_params_dict_():
     return tiny_params_dict()
@@ -65,3 +120,50 @@ def trained_judge(mnist5k):
     train, test = mnist5k
     keras.utils.set_random_seed(0)
     return train_classifier(train.x, train.y, test.x, test.y, epochs=6, batch_size=128)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_mlflow_server(store: str, *extra: str, attempts: int = 5):
+    """A real ``mlflow server`` on ``store`` (plus ``extra`` arguments) on a free loopback port.
+    Another process can take the port between our probe and the server's bind, so a server that
+    exits before answering is retried on a new port rather than failing the test."""
+    import subprocess
+    import sys
+    import time
+
+    for _ in range(attempts):
+        port = free_port()
+        server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri", store, *extra,
+                                   "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        base = f"http://127.0.0.1:{port}"
+        for _ in range(240):
+            try:
+                http_get(f"{base}/health")
+                return server, base
+            except OSError:
+                if server.poll() is not None:  # it died: most likely the port was taken
+                    break
+                time.sleep(0.5)
+        server.terminate()
+        server.wait(timeout=60)
+    raise RuntimeError(f"mlflow server did not start in {attempts} attempts")
+
+
+def http_get(url: str, payload: dict | None = None) -> dict | bytes:
+    """GET ``url`` (POST ``payload`` as JSON if given): parsed JSON, or the raw body."""
+    import json
+    import urllib.request
+
+    request = urllib.request.Request(url, method="POST", data=json.dumps(payload).encode(),
+                                     headers={"Content-Type": "application/json"}) if payload is not None else url
+    with urllib.request.urlopen(request, timeout=30) as r:
+        body = r.read()
+    return json.loads(body) if r.headers.get_content_type() == "application/json" else body

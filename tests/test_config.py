@@ -32,6 +32,7 @@ def test_project_params_parse_and_hash_is_stable():
         ({"dbn": {"hidden_units": 10}}, "dbn.hidden_units"),
         ({"evaluate": {"ais_runs": 1}}, "evaluate.ais_runs"),
         ({"train": {"on_divergence": "retry"}}, "train.on_divergence"),
+        ({"train": {"strategy": "ring"}}, "train.strategy"),
         ({"train": {"max_rollbacks": -1}}, "train.max_rollbacks"),
         ({"train": {"rollback_lr_factor": 0.0}}, "train.rollback_lr_factor"),
         ({"train": {"max_abs_cdiv": 0}}, "train.max_abs_cdiv"),

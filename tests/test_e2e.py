@@ -2,8 +2,6 @@
 
 import io
 import json
-import os
-import shutil
 import subprocess
 import sys
 import time
@@ -14,39 +12,18 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.conftest import ROOT, tiny_params_dict
+from tests.conftest import project_repo, run_queue, sh, tiny_params_dict
 
 pytestmark = pytest.mark.e2e
-
-PROJECT_FILES = ["dvc.yaml", "stages", ".dvcignore", ".gitignore"]
-
-
-def sh(*cmd, cwd, env, timeout=600):
-    out = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-    assert out.returncode == 0, f"{' '.join(cmd)} failed:\n{out.stdout}\n{out.stderr}"
-    return out.stdout + out.stderr
 
 
 @pytest.fixture(scope="module")
 def baseline(tmp_path_factory):
     """A fresh git+DVC repo holding the project with tiny params, reproduced and committed."""
     repo = tmp_path_factory.mktemp("e2e") / "repo"
-    repo.mkdir()
-    for name in PROJECT_FILES:
-        src = ROOT / name
-        (shutil.copytree if src.is_dir() else shutil.copy)(src, repo / name)
-    shutil.copytree(ROOT / "ebm", repo / "ebm", ignore=shutil.ignore_patterns("__pycache__"))
     params = tiny_params_dict()
     params["tracking"]["experiment"] = ""  # the default: one MLflow experiment per baseline commit
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
-    env.update(PATH=f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}", PYTHONPATH=str(repo),
-               GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t")
-    sh("git", "init", "-q", "-b", "main", cwd=repo, env=env)
-    sh("dvc", "init", "-q", cwd=repo, env=env)
-    sh("dvc", "config", "core.analytics", "false", cwd=repo, env=env)
-    sh("git", "add", "-A", cwd=repo, env=env)
-    sh("git", "commit", "-qm", "project", cwd=repo, env=env)
+    env = project_repo(repo, params)
     repro_log = sh("dvc", "repro", cwd=repo, env=env)
     sh("git", "add", "-A", cwd=repo, env=env)
     sh("git", "commit", "-qm", "baseline", cwd=repo, env=env)
@@ -107,14 +84,7 @@ def queued(baseline):
     sh("dvc", "exp", "run", "--queue", "-S", "sampler.step_size=2,7", cwd=repo, env=env)
     for family in ("rbm", "dbn"):
         sh("dvc", "exp", "run", "--queue", "-n", family, "-S", f"model.family={family}", cwd=repo, env=env)
-    sh("dvc", "queue", "start", "-j", "2", cwd=repo, env=env)
-    deadline = time.time() + 600
-    while time.time() < deadline:
-        status = sh("dvc", "queue", "status", cwd=repo, env=env)  # no machine-readable form in DVC 3
-        if "Queued" not in status and "Running" not in status:
-            break
-        time.sleep(3)
-    return repo, env, status
+    return repo, env, run_queue(repo, env, workers=2)
 
 
 def test_queued_sweep_with_two_workers_loses_no_run(queued):
@@ -163,6 +133,73 @@ def test_rbm_and_dbn_run_from_params_alone_and_compare_with_the_deep_ebm(queued)
     table = pd.read_csv(io.StringIO(out.stdout))
     assert {"rbm", "dbn"} <= set(table["experiment"]) and {"ebm", "rbm", "dbn"} <= set(table["model.family"])
     assert table.loc[table["experiment"].isin(["rbm", "dbn"]), "test_loglik"].notna().all()
+
+
+def test_ebm_register_registers_the_best_pipeline_of_the_sweeps(queued):
+    """`ebm register --all`: the deep-EBM pipeline run with the lowest FID wins (RBM/DBN runs
+    have no Keras model and are not candidates); its training run's model becomes a registry
+    version with the alias @best, which `ebm sample` loads; a second call registers nothing new."""
+    repo, env, _ = queued
+    ebm = str(Path(sys.executable).parent / "ebm")
+    first = sh(ebm, "register", "--all", cwd=repo, env=env)
+    runs = all_runs(repo)
+    parents = runs[(runs["tags.ebm.role"] == "pipeline") & (runs["tags.ebm.family"] == "ebm")
+                   & runs["metrics.fid"].notna()]
+    assert len(parents) >= 3  # baseline, step5, and the two queued step sizes
+    best = parents.sort_values("metrics.fid").iloc[0]
+    client = mlflow.MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
+    version = client.get_model_version_by_alias("ebm-energy", "best")
+    assert version.version == "1" and version.tags["ebm.pipeline_run"] == best["run_id"]
+    assert f"pipeline run {best['run_id']}" in first and "version 1" in first
+    trained = runs[runs["run_id"] == version.tags["ebm.train_run"]].iloc[0]
+    assert trained["tags.ebm.stage"] == "train" and trained["tags.ebm.family"] == "ebm"
+    out = sh(ebm, "sample", "--model-uri", "models:/ebm-energy@best", "--n", "4", "--steps", "3",
+             "--out", str(repo / "best.png"), cwd=repo, env=env)
+    assert "4 samples" in out and (repo / "best.png").stat().st_size > 100
+    again = sh(ebm, "register", "--all", cwd=repo, env=env)
+    assert "already registered as ebm-energy version 1" in again
+    assert len(client.search_model_versions("name = 'ebm-energy'")) == 1
+    (repo / "best.png").unlink()
+
+
+def test_a_team_shares_models_and_experiments_through_git_and_a_dvc_remote(queued, tmp_path):
+    """The team round trip: a bare git repo and a DVC remote (a local folder here; S3 or SSH in
+    the README) shared by two clones. `dvc push`, a fresh clone, `dvc pull`: `dvc repro` reruns
+    nothing. `dvc exp push` / `dvc exp pull` move an experiment each way, with its outputs."""
+    repo, env, _ = queued
+    team_git, storage, clone = tmp_path / "team.git", tmp_path / "storage", tmp_path / "clone"
+    sh("git", "init", "-q", "--bare", str(team_git), cwd=tmp_path, env=env)
+    sh("dvc", "remote", "add", "-d", "storage", str(storage), cwd=repo, env=env)
+    sh("git", "add", ".dvc/config", cwd=repo, env=env)
+    sh("git", "commit", "-qm", "shared DVC storage", cwd=repo, env=env)
+    sh("git", "remote", "add", "origin", str(team_git), cwd=repo, env=env)
+    sh("git", "push", "-q", "origin", "main", cwd=repo, env=env)
+    sh("dvc", "push", cwd=repo, env=env)
+    sh("dvc", "exp", "push", "origin", "rbm", cwd=repo, env=env)
+
+    sh("git", "clone", "-q", str(team_git), str(clone), cwd=tmp_path, env=env)
+    clone_env = {**env, "PYTHONPATH": str(clone)}
+    sh("dvc", "pull", cwd=clone, env=clone_env)
+    assert (clone / "models/energy.keras").read_bytes() == (repo / "models/energy.keras").read_bytes()
+    log = sh("dvc", "repro", cwd=clone, env=clone_env)
+    assert "Running stage" not in log, log
+    assert "Data and pipelines are up to date" in sh("dvc", "status", cwd=clone, env=clone_env)
+
+    sh("dvc", "exp", "pull", "origin", "rbm", cwd=clone, env=clone_env)  # the other's experiment, outputs included
+    sh("dvc", "exp", "apply", "rbm", cwd=clone, env=clone_env)
+    assert (clone / "models/energy.keras").read_bytes() != (repo / "models/energy.keras").read_bytes()
+    assert json.loads((clone / "reports/metrics.json").read_text())["test_loglik"] < 0  # an RBM's metrics
+    assert yaml.safe_load((clone / "params.yaml").read_text())["model"]["family"] == "rbm"
+    sh("git", "checkout", "-q", "--", ".", cwd=clone, env=clone_env)
+    sh("dvc", "checkout", "-q", cwd=clone, env=clone_env)
+
+    sh("dvc", "exp", "run", "-n", "from-clone", "-S", "sampler.step_size=3", cwd=clone, env=clone_env)
+    sh("dvc", "exp", "push", "origin", "from-clone", cwd=clone, env=clone_env)
+    sh("dvc", "exp", "pull", "origin", "from-clone", cwd=repo, env=env)
+    shown = pd.read_csv(io.StringIO(subprocess.run(["dvc", "exp", "show", "--csv", "-A"], cwd=repo, env=env,
+                                                   capture_output=True, text=True, timeout=300).stdout))
+    row = shown[shown["Experiment"] == "from-clone"]
+    assert len(row) == 1 and float(row["sampler.step_size"].iloc[0]) == 3.0 and pd.notna(row["fid"].iloc[0])
 
 
 def test_dvc_queue_kill_ends_the_running_stage_killed(baseline):

@@ -9,7 +9,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from ebm import pipeline
+from ebm import pipeline, tracking
 from ebm.config import parse_params
 from tests.conftest import tiny_params_dict
 
@@ -114,6 +114,22 @@ def test_every_stage_writes_its_outputs_and_logs_a_run(pipeline_run):
     artifacts = {a.path for a in client.list_artifacts(train_run["run_id"])}
     assert {"history.csv", "negatives.png", "checkpoint", "negatives"} <= artifacts
     assert [a.path for a in client.list_artifacts(parent["run_id"])] == ["params.yaml"]
+    # the parent spans its stages; every stage's data is an MLflow dataset input (the Dataset column)
+    assert parent["start_time"] <= stages["start_time"].min() and parent["end_time"] == stages["end_time"].max()
+    md5 = {split: tracking.file_md5(tmp_path / f"data/prepared/{split}.npz") for split in ("train", "test")}
+
+    def inputs(run_id):
+        return {(d.dataset.name, d.dataset.digest, next(t.value for t in d.tags if t.key == "mlflow.data.context"))
+                for d in client.get_run(run_id).inputs.dataset_inputs}
+
+    assert inputs(train_run["run_id"]) == {("mnist5k-train", md5["train"], "training"),
+                                           ("mnist5k-test", md5["test"], "validation")}
+    assert inputs(by_stage["evaluate"]["run_id"]) == {
+        ("mnist5k-train", md5["train"], "reference"), ("mnist5k-test", md5["test"], "evaluation"),
+        ("generated-samples", tracking.file_md5(gp.samples), "generated")}
+    assert {name for name, _, _ in inputs(parent["run_id"])} == {"mnist5k-train", "mnist5k-test", "generated-samples"}
+    source = json.loads(client.get_run(train_run["run_id"]).inputs.dataset_inputs[0].dataset.source)
+    assert source["uri"].endswith(".npz") and source["uri"].startswith(str(tmp_path))
     assert "report.html" in {a.path for a in client.list_artifacts(by_stage["evaluate"]["run_id"])}
     assert by_stage["generate"]["params.step_size"] == "10.0"
 

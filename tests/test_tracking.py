@@ -3,7 +3,6 @@
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -20,7 +19,7 @@ from ebm import pipeline, tracking
 from ebm.compare import experiments_table, render
 from ebm.config import parse_params
 from ebm.network import load_energy_network
-from tests.conftest import ROOT, tiny_params_dict
+from tests.conftest import ROOT, http_get, start_mlflow_server, tiny_params_dict
 
 
 def test_runs_land_at_the_root_store_from_a_temporary_copy(tmp_path, monkeypatch):
@@ -56,7 +55,37 @@ def test_a_stage_that_raises_ends_failed(mlflow_store):
             1 / 0
     runs = mlflow.search_runs(experiment_names=["ebm"])
     assert runs.loc[runs["tags.ebm.role"] == "stage", "status"].tolist() == ["FAILED"]
-    assert runs.loc[runs["tags.ebm.role"] == "pipeline", "status"].tolist() == ["FINISHED"]
+    assert runs.loc[runs["tags.ebm.role"] == "pipeline", "status"].tolist() == ["FAILED"]  # the pipeline failed
+
+
+def test_the_parent_run_spans_its_stages_and_takes_their_status(mlflow_store):
+    """MLflow shows the parent's duration and status: from the first stage's start to the last
+    stage's end, RUNNING while a stage runs, and the status of the stage that ended last (a
+    failed stage that is rerun and passes leaves the pipeline FINISHED)."""
+    params = parse_params(tiny_params_dict())
+    client = tracking.Tracker().client
+
+    def parent():
+        runs = mlflow.search_runs(experiment_names=["ebm"], filter_string="tags.`ebm.role` = 'pipeline'",
+                                  output_format="list")
+        assert len(runs) == 1
+        return runs[0].info
+
+    with tracking.stage_run("prepare", params) as first:
+        time.sleep(0.3)
+        assert parent().status == "RUNNING"
+    assert parent().status == "FINISHED"
+    with pytest.raises(ZeroDivisionError):
+        with tracking.stage_run("train", params):
+            assert parent().status == "RUNNING"
+            1 / 0
+    assert parent().status == "FAILED"
+    with tracking.stage_run("train", params) as last:
+        time.sleep(0.3)
+    info, first_info, last_info = parent(), client.get_run(first.run_id).info, client.get_run(last.run_id).info
+    assert info.status == "FINISHED"
+    assert info.start_time <= first_info.start_time and info.end_time == last_info.end_time
+    assert info.end_time - info.start_time >= 600  # two stages of 0.3 s at least, not a created-finished run
 
 
 STAGE_THAT_WAITS = textwrap.dedent("""
@@ -152,41 +181,6 @@ def test_concurrent_writers_to_sqlite_lose_nothing(tmp_path, mlflow_store):
         assert [m.step for m in client.get_metric_history(rid, "m")] == list(range(40))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _start_server(store: str, attempts: int = 5):
-    """A real ``mlflow server`` on a free loopback port. Another process can take the port
-    between our probe and the server's bind, so a server that exits before answering is
-    retried on a new port rather than failing the test."""
-    for _ in range(attempts):
-        port = _free_port()
-        server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri", store,
-                                   "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        base = f"http://127.0.0.1:{port}"
-        for _ in range(240):
-            try:
-                _get(f"{base}/health")
-                return server, base
-            except OSError:
-                if server.poll() is not None:  # it died: most likely the port was taken
-                    break
-                time.sleep(0.5)
-        server.terminate()
-        server.wait(timeout=60)
-    raise RuntimeError(f"mlflow server did not start in {attempts} attempts")
-
-
-def _get(url: str) -> dict | bytes:
-    with urllib.request.urlopen(url, timeout=30) as r:
-        body = r.read()
-    return json.loads(body) if r.headers.get_content_type() == "application/json" else body
-
-
 def test_a_real_mlflow_server_serves_runs_metrics_images_and_the_model(tmp_path, mlflow_store):
     params = parse_params(tiny_params_dict())
     pipeline.prepare(params, pipeline.PreparePaths(data=tmp_path / "data"))
@@ -200,9 +194,9 @@ def test_a_real_mlflow_server_serves_runs_metrics_images_and_the_model(tmp_path,
     x = np.zeros((2, 32, 32, 1), "float32")
     np.testing.assert_allclose(loaded(x).numpy(), load_energy_network(paths.model)(x).numpy(), atol=1e-5)
 
-    server, base = _start_server(mlflow_store)
+    server, base = start_mlflow_server(mlflow_store)
     try:
-        experiment = _get(f"{base}/api/2.0/mlflow/experiments/get-by-name?experiment_name=ebm")["experiment"]
+        experiment = http_get(f"{base}/api/2.0/mlflow/experiments/get-by-name?experiment_name=ebm")["experiment"]
         req = urllib.request.Request(f"{base}/api/2.0/mlflow/runs/search", method="POST",
                                      data=json.dumps({"experiment_ids": [experiment["experiment_id"]]}).encode(),
                                      headers={"Content-Type": "application/json"})
@@ -210,12 +204,12 @@ def test_a_real_mlflow_server_serves_runs_metrics_images_and_the_model(tmp_path,
             runs = json.loads(r.read())["runs"]
         stages = {t["value"] for run in runs for t in run["data"].get("tags", []) if t["key"] == "ebm.stage"}
         assert stages == {"prepare", "train"}
-        history = _get(f"{base}/api/2.0/mlflow/metrics/get-history?run_id={train_id}&metric_key=loss")
+        history = http_get(f"{base}/api/2.0/mlflow/metrics/get-history?run_id={train_id}&metric_key=loss")
         assert [m["step"] for m in history["metrics"]] == [1, 2]
-        listing = _get(f"{base}/api/2.0/mlflow/artifacts/list?run_id={train_id}&path=negatives")
+        listing = http_get(f"{base}/api/2.0/mlflow/artifacts/list?run_id={train_id}&path=negatives")
         images = [f["path"] for f in listing["files"]]
         assert images == ["negatives/negatives_epoch001.png", "negatives/negatives_epoch002.png"]
-        png = _get(f"{base}/get-artifact?run_uuid={train_id}&path={urllib.parse.quote(images[0])}")
+        png = http_get(f"{base}/get-artifact?run_uuid={train_id}&path={urllib.parse.quote(images[0])}")
         assert png[:8] == b"\x89PNG\r\n\x1a\n"
     finally:
         server.terminate()
@@ -258,4 +252,34 @@ def test_experiments_open_on_the_ml_runs_view(mlflow_store):
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     assert latest_experiment(tracker).experiment_id == experiment.experiment_id
     url = tracking.runs_url("http://127.0.0.1:5000/", experiment.experiment_id)
-    assert url == f"http://127.0.0.1:5000/#/experiments/{experiment.experiment_id}/runs?workflowType=machine_learning"
+    assert url == (f"http://127.0.0.1:5000/#/experiments/{experiment.experiment_id}/runs?workflowType=machine_learning"
+                   "&viewStateShareKey=ebm-ranked")
+    # the views links name are stored on the experiment, in the UI's own shared-view format
+    ranked = json.loads(experiment.tags["mlflow.sharedViewState.ebm-ranked"])
+    assert ranked["orderByKey"] == "metrics.`fid`" and ranked["orderByAsc"] is True
+    assert ranked["searchFilter"] == "tags.`ebm.role` = 'pipeline'"
+    nested = json.loads(experiment.tags["mlflow.sharedViewState.ebm-runs"])
+    for view in (ranked, nested):
+        assert {"metrics.`fid`", "metrics.`coverage`", "attributes.`Dataset`"} <= set(view["selectedColumns"])
+    filtered = mlflow.search_runs(experiment_names=["ebm"], filter_string=ranked["searchFilter"])  # MLflow's syntax
+    assert filtered["tags.ebm.role"].tolist() == ["pipeline"]
+
+
+def test_register_picks_the_best_finished_deep_ebm_pipeline():
+    from ebm.registry import RegistryError, best_pipeline, training_run
+
+    rows = [{"run_id": "a", "status": "FINISHED", "tags.ebm.role": "pipeline", "tags.ebm.family": "ebm", "metrics.fid": 80.0},
+            {"run_id": "b", "status": "FINISHED", "tags.ebm.role": "pipeline", "tags.ebm.family": "ebm", "metrics.fid": 60.0},
+            {"run_id": "c", "status": "FAILED", "tags.ebm.role": "pipeline", "tags.ebm.family": "ebm", "metrics.fid": 10.0},
+            {"run_id": "d", "status": "FINISHED", "tags.ebm.role": "pipeline", "tags.ebm.family": "rbm", "metrics.fid": 5.0},
+            {"run_id": "g", "status": "FINISHED", "tags.ebm.role": "stage", "tags.ebm.stage": "generate",
+             "tags.mlflow.parentRunId": "b", "tags.ebm.upstream.train": "t-cached", "metrics.fid": None}]
+    runs = pd.DataFrame(rows)
+    best = best_pipeline(runs, "fid")
+    assert best["run_id"] == "b"  # a failed run and another family do not compete
+    assert training_run(runs, best) == "t-cached"  # a sampler-only experiment: the cached training run
+    assert best_pipeline(runs, "fid", ascending=False)["run_id"] == "a"
+    with pytest.raises(RegistryError, match="metric 'kid'"):
+        best_pipeline(runs, "kid")
+    with pytest.raises(RegistryError, match="names no training run"):
+        training_run(runs, runs.iloc[0])

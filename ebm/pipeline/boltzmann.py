@@ -113,6 +113,7 @@ def train(params: Params, paths, verbose: int | None = None) -> dict:
     verbose = (1 if sys.stdout.isatty() else 2) if verbose is None else verbose
     section = {"family": family, "rbm": asdict(params.rbm), **({"dbn": asdict(params.dbn)} if family == "dbn" else {})}
     with stage_run("train", params, section, paths.record, upstream=("prepare",)) as run:
+        run.datasets(data_lib.input_datasets(params.data, paths.data, training="train", validation="test"))
         start = time.perf_counter()
         model = fit_model(params, v_train, v_test, HistoryCSV(paths.history), run, verbose)
         seconds = time.perf_counter() - start

@@ -31,6 +31,7 @@ def classifier(params: Params, paths: ClassifierPaths) -> dict:
     if (train.y < 0).any() or (test.y < 0).any():
         raise data_lib.DataError("the classifier stage needs labels: the npz source must hold y_train and y_test")
     with stage_run("classifier", params, asdict(c), paths.record, upstream=("prepare",)) as run:
+        run.datasets(data_lib.input_datasets(params.data, paths.data, training="train", validation="test"))
         keras.utils.set_random_seed(c.seed)
         start = time.perf_counter()
         model, history = train_classifier(train.x, train.y, test.x, test.y, c.epochs, c.batch_size, c.learning_rate,

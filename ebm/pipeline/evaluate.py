@@ -35,6 +35,8 @@ def evaluate(params: Params, paths: EvaluatePaths, network=None, track: bool = T
         train = data_lib.load_split(paths.data / "train.npz")
         test = data_lib.load_split(paths.data / "test.npz")
         samples = load_samples(paths.samples)
+        run.datasets({**data_lib.input_datasets(params.data, paths.data, reference="train", evaluation="test"),
+                      "generated": ("generated-samples", paths.samples)})
         longrun, extra, family_section = None, {}, []
         if family != "ebm":
             from ebm.pipeline import boltzmann

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from dataclasses import asdict
+from pathlib import Path
 
 from ebm import data as data_lib
 from ebm.config import ConfigError, Params
@@ -12,12 +14,16 @@ from ebm.pipeline.paths import TrainPaths
 from ebm.errors import TrainingDiverged
 
 
-def build_model(params: Params, energy_net=None, steps_per_epoch: int = 1):
+def build_model(params: Params, energy_net=None, steps_per_epoch: int = 1, strategy=None):
     """The compiled contrastive-divergence model for ``params`` (a fresh network by default);
-    ``steps_per_epoch`` sets the length of a ``cosine`` learning-rate schedule."""
+    ``steps_per_epoch`` sets the length of a ``cosine`` learning-rate schedule. Under a
+    ``tf.distribute`` ``strategy`` each replica gets its share of the batch and of the buffer
+    (:mod:`ebm.distribute`)."""
     import keras
+    import tensorflow as tf
 
     from ebm.buffer import ReplayBuffer
+    from ebm.distribute import replica_shares
     from ebm.model import ContrastiveDivergenceModel, ScaledSchedule
     from ebm.network import IMAGE_SHAPE, build_energy_network
     from ebm.runtime import on_gpu
@@ -25,18 +31,25 @@ def build_model(params: Params, energy_net=None, steps_per_epoch: int = 1):
 
     t = params.train
     s = t.sampler
+    strategy = strategy or tf.distribute.get_strategy()
+    try:
+        batch, capacity = replica_shares(strategy, t.batch_size, t.buffer_size)
+    except ValueError as err:
+        raise ConfigError("train.batch_size", str(err)) from None
     keras.utils.set_random_seed(t.seed)  # weight initialisation only; samplers own their RNGs
-    energy_net = energy_net or build_energy_network(params.model)
-    splits = split_count(t.batch_size, t.sampler_splits, on_gpu())
-    sampler = LangevinSampler(s.steps, s.step_size, s.noise, s.grad_clip, seed=t.seed + 1, splits=splits)
-    buffer = ReplayBuffer(t.buffer_size, t.batch_size, IMAGE_SHAPE, t.fresh_fraction, seed=t.seed + 2)
-    model = ContrastiveDivergenceModel(energy_net, sampler, buffer, alpha=t.alpha, real_noise=t.real_noise,
-                                       seed=t.seed + 3, buffer_shift=t.buffer_shift, ema_decay=t.ema_decay)
-    lr = t.learning_rate
-    if t.lr_schedule == "cosine":
-        lr = keras.optimizers.schedules.CosineDecay(t.learning_rate, decay_steps=t.epochs * steps_per_epoch,
-                                                    alpha=t.lr_min_fraction)
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate=ScaledSchedule(lr, model.lr_scale), beta_1=t.beta_1))
+    with strategy.scope():
+        energy_net = energy_net or build_energy_network(params.model)
+        splits = split_count(batch, t.sampler_splits, on_gpu())
+        sampler = LangevinSampler(s.steps, s.step_size, s.noise, s.grad_clip, seed=t.seed + 1, splits=splits)
+        buffer = ReplayBuffer(capacity, batch, IMAGE_SHAPE, t.fresh_fraction, seed=t.seed + 2)
+        model = ContrastiveDivergenceModel(energy_net, sampler, buffer, alpha=t.alpha, real_noise=t.real_noise,
+                                           seed=t.seed + 3, buffer_shift=t.buffer_shift, ema_decay=t.ema_decay)
+        lr = t.learning_rate
+        if t.lr_schedule == "cosine":
+            lr = keras.optimizers.schedules.CosineDecay(t.learning_rate, decay_steps=t.epochs * steps_per_epoch,
+                                                        alpha=t.lr_min_fraction)
+        model.compile(optimizer=keras.optimizers.Adam(learning_rate=ScaledSchedule(lr, model.lr_scale),
+                                                      beta_1=t.beta_1))
     return model
 
 
@@ -52,15 +65,26 @@ def train(params: Params, paths: TrainPaths, verbose: int | None = None) -> dict
         return boltzmann.train(params, paths, verbose)
     import tensorflow as tf
 
-    from ebm import resume
+    from ebm import distribute, resume
     from ebm.callbacks import (BufferCoverage, DivergenceGuard, EnergyCheckpoint, HistoryCSV, MlflowEpochLogger,
                                TrainingStateKeeper, save_model_atomic)
     from ebm.plots import kernel_images, save_grid
     from ebm.runtime import configure_threads
-    from ebm.tracking import stage_run
+    from ebm.tracking import NullRun, stage_run
 
     t = params.train
     threads = configure_threads(t)
+    try:
+        strategy = distribute.make_strategy(t.strategy)  # before any other TensorFlow op (multi_worker)
+    except ValueError as err:
+        raise ConfigError("train.strategy", str(err)) from None
+    chief = distribute.is_chief()
+    if not chief:  # a non-chief worker trains only: its files go to a scratch folder, nothing is logged
+        import tempfile
+
+        scratch = Path(tempfile.mkdtemp(prefix="ebm-worker-"))
+        paths = TrainPaths(data=paths.data, **{f: scratch / getattr(paths, f).name
+                                               for f in ("model", "history", "negatives", "filters", "record")})
     data_files = [paths.data / "train.npz", paths.data / "test.npz"]
     train_split, test_split = (data_lib.load_split(f) for f in data_files)
     if len(train_split.x) < t.batch_size:
@@ -70,15 +94,23 @@ def train(params: Params, paths: TrainPaths, verbose: int | None = None) -> dict
 
     def batches(first_epoch: int):
         order = resume.epoch_order(len(train_split.x), t.batch_size, t.seed, range(first_epoch, t.epochs))
+        if t.strategy != "default":
+            return distribute.distributed_batches(strategy, train_split.x, order)
         return tf.data.Dataset.from_tensor_slices(order).map(lambda rows: tf.gather(images, rows)).prefetch(2)
 
     test_ds = tf.data.Dataset.from_tensor_slices(test_split.x).batch(t.batch_size)
     section = {**asdict(t), "model": asdict(params.model)}
     key = resume.resume_key(section, data_files)
     state_path = resume.resume_dir() / f"train-{key}.npz"
-    with stage_run("train", params, section, paths.record, upstream=("prepare",)) as run:
-        model = build_model(params, steps_per_epoch=steps_per_epoch)
-        model.optimizer.build(model.energy_net.trainable_variables)
+    if not chief:
+        state_path = paths.model.parent / state_path.name
+    tracked = stage_run("train", params, section, paths.record, upstream=("prepare",)) if chief \
+        else contextlib.nullcontext(NullRun())
+    with tracked as run:
+        run.datasets(data_lib.input_datasets(params.data, paths.data, training="train", validation="test"))
+        model = build_model(params, steps_per_epoch=steps_per_epoch, strategy=strategy)
+        with strategy.scope():
+            model.optimizer.build(model.energy_net.trainable_variables)
         guard = DivergenceGuard(t.max_abs_energy, t.max_abs_cdiv)
         history = HistoryCSV(paths.history)
         checkpoint = EnergyCheckpoint(paths.model, guard)
