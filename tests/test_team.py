@@ -2,6 +2,7 @@
 real PostgreSQL (started on loopback for the test) with the server storing the artifacts."""
 
 import sys
+from importlib import import_module
 import urllib.parse
 from pathlib import Path
 
@@ -85,6 +86,8 @@ def test_pipeline_and_queued_sweep_log_to_a_postgres_backed_server(postgres, tmp
                            + urllib.parse.urlencode({"run_id": _train_id(stages), "metric_key": "loss"}))
         assert [m["step"] for m in history["metrics"]] == [1, 2]
         assert list(artifacts.rglob("report.html")) and list(artifacts.rglob("MLmodel"))  # the server's store
+
+        import_module("ebm.network")  # registers the custom layers the model file names
 
         mlflow.set_tracking_uri(base)
         try:
