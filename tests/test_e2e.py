@@ -149,7 +149,7 @@ def test_ebm_register_registers_the_best_pipeline_of_the_sweeps(queued):
     best = parents.sort_values("metrics.fid").iloc[0]
     client = mlflow.MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
     version = client.get_model_version_by_alias("ebm-energy", "best")
-    assert version.version == "1" and version.tags["ebm.pipeline_run"] == best["run_id"]
+    assert str(version.version) == "1" and version.tags["ebm.pipeline_run"] == best["run_id"]
     assert f"pipeline run {best['run_id']}" in first and "version 1" in first
     trained = runs[runs["run_id"] == version.tags["ebm.train_run"]].iloc[0]
     assert trained["tags.ebm.stage"] == "train" and trained["tags.ebm.family"] == "ebm"
