@@ -65,8 +65,9 @@ def sample(
     try:
         p = load_params(params_path) if params_path.is_file() else Params()
         overrides = {k: v for k, v in (("steps", steps), ("step_size", step_size)) if v is not None}
-        p = dataclasses.replace(p, sampler=dataclasses.replace(p.sampler, **overrides),
-                                generate=dataclasses.replace(p.generate, seed=seed))
+        shown = [k for k in p.generate.snapshot_steps if k <= overrides.get("steps", p.sampler.steps)]
+        p = dataclasses.replace(p, sampler=dataclasses.replace(p.sampler, **overrides),  # snapshots: unused here
+                                generate=dataclasses.replace(p.generate, seed=seed, snapshot_steps=shown))
         network = load_network_uri(model_uri) if model_uri else load_energy_network(model)
     except (ConfigError, ModelFileError, ValueError) as err:
         _fail(str(err))
