@@ -168,7 +168,7 @@ def test_a_team_shares_models_and_experiments_through_git_and_a_dvc_remote(queue
     nothing. `dvc exp push` / `dvc exp pull` move an experiment each way, with its outputs."""
     repo, env, _ = queued
     team_git, storage, clone = tmp_path / "team.git", tmp_path / "storage", tmp_path / "clone"
-    sh("git", "init", "-q", "--bare", str(team_git), cwd=tmp_path, env=env)
+    sh("git", "init", "-q", "--bare", "-b", "main", str(team_git), cwd=tmp_path, env=env)
     sh("dvc", "remote", "add", "-d", "storage", str(storage), cwd=repo, env=env)
     sh("git", "add", ".dvc/config", cwd=repo, env=env)
     sh("git", "commit", "-qm", "shared DVC storage", cwd=repo, env=env)
