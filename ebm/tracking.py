@@ -370,7 +370,8 @@ def _tf_version() -> str:
 
 
 def close_stale_runs(tracker: Tracker | None = None) -> list[str]:
-    """End RUNNING stage runs of this host whose process is gone: KILLED. Returns their run ids.
+    """End RUNNING stage runs of this host whose process is gone: KILLED, and their pipeline runs
+    with them (the next stage sets its pipeline RUNNING again). Returns the stage runs' ids.
     (Runs from other hosts are left alone: their processes cannot be checked from here.)"""
     tracker = tracker or Tracker()
     host = socket.gethostname()
@@ -385,6 +386,9 @@ def close_stale_runs(tracker: Tracker | None = None) -> list[str]:
             if tags.get("ebm.host") == host and tags.get("ebm.pid") and not _pid_alive(int(tags["ebm.pid"])):
                 tracker.client.set_terminated(run.info.run_id, "KILLED")
                 closed.append(run.info.run_id)
+                parent = tags.get("mlflow.parentRunId")
+                if parent and tracker.client.get_run(parent).info.status == "RUNNING":
+                    tracker.client.set_terminated(parent, "KILLED")
     return closed
 
 

@@ -133,6 +133,8 @@ def test_close_stale_runs_ends_runs_of_dead_processes(tmp_path, mlflow_store):
     assert _stage_statuses() == ["RUNNING"]
     assert len(tracking.close_stale_runs()) == 1
     assert _stage_statuses() == ["KILLED"]
+    pipeline_runs = mlflow.search_runs(experiment_names=["ebm"], filter_string="tags.`ebm.role` = 'pipeline'")
+    assert pipeline_runs["status"].tolist() == ["KILLED"]  # the pipeline it spanned ends with it
     alive = _start_waiting_stage(tmp_path)
     try:
         assert tracking.close_stale_runs() == []
@@ -146,13 +148,15 @@ def test_a_new_stage_closes_a_killed_run_and_names_it(tmp_path, mlflow_store):
     proc = _start_waiting_stage(tmp_path)
     proc.kill()  # SIGKILL mid-stage: its run stays RUNNING
     proc.wait(timeout=60)
-    killed = mlflow.search_runs(experiment_names=["ebm"], filter_string="attributes.status = 'RUNNING'")
-    assert len(killed) == 1
+    running = mlflow.search_runs(experiment_names=["ebm"], filter_string="attributes.status = 'RUNNING'")
+    assert sorted(running["tags.ebm.role"]) == ["pipeline", "stage"]  # the stage and the pipeline it spans
+    killed = running[running["tags.ebm.role"] == "stage"]
+    parent = running.loc[running["tags.ebm.role"] == "pipeline", "run_id"].iloc[0]
     with tracking.stage_run("train", parse_params(tiny_params_dict())) as run:
-        pass
+        assert mlflow.get_run(parent).info.status == "RUNNING"  # the pipeline runs again with its next stage
     runs = mlflow.search_runs(experiment_names=["ebm"]).set_index("run_id")
     assert runs.loc[killed["run_id"].iloc[0], "status"] == "KILLED"
-    assert runs.loc[run.run_id, "status"] == "FINISHED"
+    assert runs.loc[run.run_id, "status"] == "FINISHED" and runs.loc[parent, "status"] == "FINISHED"
     assert runs.loc[run.run_id, "tags.ebm.replaces_killed"] == killed["run_id"].iloc[0]
 
 
