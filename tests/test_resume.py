@@ -106,7 +106,10 @@ def test_two_runs_with_the_same_params_are_bit_identical(tmp_path, prepared, mon
         assert proc.wait(timeout=300) == 0, proc.stdout.read()
     for x, y in zip(_weights(tmp_path / "a/m.keras"), _weights(tmp_path / "b/m.keras")):
         np.testing.assert_array_equal(x, y)
-    assert (tmp_path / "a/h.csv").read_text() == (tmp_path / "b/h.csv").read_text()
+    # the epoch means can differ in the last bit (seen for `cdiv` with the moving-average update in
+    # the step, whose ops TensorFlow may schedule differently); the weights above may not
+    a, b = pd.read_csv(tmp_path / "a/h.csv"), pd.read_csv(tmp_path / "b/h.csv")
+    pd.testing.assert_frame_equal(a, b, check_exact=False, rtol=1e-6)
 
 
 def test_a_divergence_rolls_back_at_a_lower_rate_and_training_continues(tmp_path, mlflow_store):
