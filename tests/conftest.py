@@ -82,6 +82,12 @@ def run_queue(repo, env, workers: int, timeout: float = 900) -> str:
     return status
 
 
+def pytest_collection_modifyitems(config, items):
+    """The end-to-end files first: under xdist each file is one unit of work, and starting the
+    longest ones first lets the workers finish together."""
+    items.sort(key=lambda item: item.get_closest_marker("e2e") is None)
+
+
 @pytest.fixture
 def tiny_params_dict_():
     return tiny_params_dict()
