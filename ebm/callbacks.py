@@ -41,18 +41,30 @@ class DivergenceGuard(keras.callbacks.Callback):
     leaves ``[-max_abs_energy, max_abs_energy]``, or a batch's contrastive divergence
     ``|E(real) - E(negatives)|`` exceeds ``max_abs_cdiv`` (the sampler lost the data: the
     collapse), and keeps the reason in ``self.reason``. Each batch's own values are recovered
-    from Keras's running means, so one runaway batch is not diluted by the epoch."""
+    from Keras's running means, so one runaway batch is not diluted by the epoch.
 
-    def __init__(self, max_abs_energy: float, max_abs_cdiv: float = math.inf):
+    An epoch is unhealthy too when its mean ``|cdiv|`` *rises* above ``max_epoch_cdiv``: a
+    healthy run's epoch means fall from the first epoch and then stay near zero, and a collapse
+    starts as a steady climb, dozens of epochs before a single batch passes ``max_abs_cdiv``.
+    ``epoch_cdiv`` holds the healthy epochs' values (seeded from history rows by :meth:`seed`)."""
+
+    def __init__(self, max_abs_energy: float, max_abs_cdiv: float = math.inf, max_epoch_cdiv: float = math.inf):
         super().__init__()
         self.max_abs_energy = max_abs_energy
         self.max_abs_cdiv = max_abs_cdiv
+        self.max_epoch_cdiv = max_epoch_cdiv
         self.reason: str | None = None
         self.epoch = 0
+        self.epoch_cdiv: dict[int, float] = {}
         self._means: dict[str, float] = {}
 
     def reset(self) -> None:
         self.reason = None
+
+    def seed(self, rows) -> None:
+        """Take the epoch means of ``cdiv`` from history ``rows`` (after a resume or a rollback)."""
+        self.epoch_cdiv = {int(r["epoch"]): abs(float(r["cdiv"])) for r in rows
+                           if r.get("cdiv") is not None and math.isfinite(float(r["cdiv"])) and not r.get("event")}
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch = epoch + 1
@@ -87,7 +99,19 @@ class DivergenceGuard(keras.callbacks.Callback):
 
     def healthy(self, logs) -> bool:
         values = {k: float(logs[k]) for k in ("loss", "real", "fake") if (logs or {}).get(k) is not None}
-        return self.reason is None and self._check(values, f"the end of epoch {self.epoch}")
+        if self.reason is not None or not self._check(values, f"the end of epoch {self.epoch}"):
+            return False
+        if (logs or {}).get("cdiv") is None or self.epoch in self.epoch_cdiv:
+            return True
+        cdiv, before = abs(float(logs["cdiv"])), self.epoch_cdiv.get(self.epoch - 1)
+        if cdiv > self.max_epoch_cdiv and before is not None and cdiv > before:
+            self.reason = (f"the epoch mean of |E(real) - E(negatives)| rose from {before:.3g} to {cdiv:.3g} "
+                           f"in epoch {self.epoch}, beyond train.max_epoch_cdiv={self.max_epoch_cdiv:g} "
+                           "(the sampler is losing the data)")
+            self.model.stop_training = True
+            return False
+        self.epoch_cdiv[self.epoch] = cdiv
+        return True
 
 
 class BufferCoverage(keras.callbacks.Callback):
@@ -130,21 +154,35 @@ class EnergyCheckpoint(keras.callbacks.Callback):
 
 
 class TrainingStateKeeper(keras.callbacks.Callback):
-    """After every healthy epoch, keeps the model's full training state in memory (``last``,
-    for a rollback) and on disk at ``path`` (for a resume; :mod:`ebm.resume`), with the history
-    rows of ``history``. Attach after the guard and the history."""
+    """After every healthy epoch, keeps the model's full training state in memory (the newest
+    ``depth`` of them, for rollbacks: :meth:`rewind`) and on disk at ``path`` (the newest, for a
+    resume; :mod:`ebm.resume`), with the history rows of ``history``. Attach after the guard and
+    the history."""
 
-    def __init__(self, path: str | Path | None, key: str, guard: DivergenceGuard, history: HistoryCSV):
+    def __init__(self, path: str | Path | None, key: str, guard: DivergenceGuard, history: HistoryCSV,
+                 depth: int = 1):
         super().__init__()
         self.path, self.key, self.guard, self.history = path, key, guard, history
-        self.last = None
+        self.depth = max(1, depth)
+        self.states = []
+
+    @property
+    def last(self):
+        return self.states[-1] if self.states else None
 
     def keep(self, epoch: int) -> None:
         from ebm import resume
 
-        self.last = resume.capture(self.model, epoch, self.history.rows)
+        self.states = [s for s in self.states if s.epoch < epoch][-(self.depth - 1):] if self.depth > 1 else []
+        self.states.append(resume.capture(self.model, epoch, self.history.rows))
         if self.path is not None:
             resume.save(self.path, self.last, self.key)
+
+    def rewind(self, back: int):
+        """The ``back``-th newest kept state (1 = the last healthy epoch; the oldest kept when
+        fewer are kept), dropping the newer ones."""
+        self.states = self.states[:max(1, len(self.states) - back + 1)]
+        return self.last
 
     def on_epoch_end(self, epoch, logs=None):
         if self.guard.healthy(logs):

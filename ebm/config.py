@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -105,9 +106,11 @@ class TrainConfig:
     inter_op_threads: int = 0
     max_abs_energy: float = 1e4
     max_abs_cdiv: float = 5.0
+    max_epoch_cdiv: float = math.inf  # an epoch whose mean |cdiv| rises above this is unhealthy
     on_divergence: str = "rollback"  # stop | rollback (to the last healthy epoch, at a lower rate)
     max_rollbacks: int = 3
     rollback_lr_factor: float = 0.5
+    weight_decay: float = 0.0
     ema_decay: float = 0.0
     buffer_shift: int = 0
     monitor_every: int = 5
@@ -131,6 +134,8 @@ class TrainConfig:
         _check(self.inter_op_threads >= 0, "inter_op_threads", "must be >= 0 (0 = automatic)")
         _check(self.max_abs_energy > 0, "max_abs_energy", "must be > 0")
         _check(self.max_abs_cdiv > 0, "max_abs_cdiv", f"must be > 0; got {self.max_abs_cdiv}")
+        _check(self.max_epoch_cdiv > 0, "max_epoch_cdiv", f"must be > 0; got {self.max_epoch_cdiv}")
+        _check(self.weight_decay >= 0, "weight_decay", f"must be >= 0 (0 = none); got {self.weight_decay}")
         _check(self.on_divergence in ("stop", "rollback"), "on_divergence",
                f"must be stop or rollback; got {self.on_divergence!r}")
         _check(self.max_rollbacks >= 0, "max_rollbacks", f"must be >= 0; got {self.max_rollbacks}")

@@ -49,7 +49,7 @@ def build_model(params: Params, energy_net=None, steps_per_epoch: int = 1, strat
             lr = keras.optimizers.schedules.CosineDecay(t.learning_rate, decay_steps=t.epochs * steps_per_epoch,
                                                         alpha=t.lr_min_fraction)
         model.compile(optimizer=keras.optimizers.Adam(learning_rate=ScaledSchedule(lr, model.lr_scale),
-                                                      beta_1=t.beta_1))
+                                                      beta_1=t.beta_1, weight_decay=t.weight_decay or None))
     return model
 
 
@@ -111,10 +111,10 @@ def train(params: Params, paths: TrainPaths, verbose: int | None = None) -> dict
         model = build_model(params, steps_per_epoch=steps_per_epoch, strategy=strategy)
         with strategy.scope():
             model.optimizer.build(model.energy_net.trainable_variables)
-        guard = DivergenceGuard(t.max_abs_energy, t.max_abs_cdiv)
+        guard = DivergenceGuard(t.max_abs_energy, t.max_abs_cdiv, t.max_epoch_cdiv)
         history = HistoryCSV(paths.history)
         checkpoint = EnergyCheckpoint(paths.model, guard)
-        keeper = TrainingStateKeeper(state_path, key, guard, history)
+        keeper = TrainingStateKeeper(state_path, key, guard, history, depth=t.max_rollbacks + 1)
         callbacks = [history, guard, checkpoint, keeper,
                      MlflowEpochLogger(run, images_fn=lambda: model.buffer.newest(64).numpy())]
         if (train_split.y >= 0).all():  # labelled data: watch the buffer's class coverage
@@ -122,6 +122,7 @@ def train(params: Params, paths: TrainPaths, verbose: int | None = None) -> dict
                                                        min(t.monitor_n, t.buffer_size)))
         keeper.set_model(model)
         first = resume_from(state_path, key, model, history, run) if resume.resume_enabled() else 0
+        guard.seed(history.rows)
         if first == 0:
             keeper.keep(0)  # the start, for a rollback in the first epoch
         start = time.perf_counter()
@@ -181,25 +182,29 @@ def resume_from(state_path, key: str, model, history, run) -> int:
 
 
 def roll_back(model, keeper, guard, history, run, t) -> int:
-    """Return ``model`` to the last healthy epoch's full state, lower its learning rate by
+    """Return ``model`` to a healthy epoch's full state, lower its learning rate by
     ``t.rollback_lr_factor``, reseed its sampler, and record the event (history row, MLflow
-    metric and tag). Returns the epoch to continue from."""
+    metric and tag). Rollback k goes back to the k-th newest healthy epoch kept: a run that
+    diverges again after a rollback starts further from the trouble. Returns the epoch to
+    continue from."""
     from ebm import resume
 
-    state = keeper.last
+    count = int(model.rollbacks.numpy()) + 1
+    state = keeper.rewind(count)
     reason, diverged_at = guard.reason, guard.epoch
     resume.restore(model, state)
-    count = int(model.rollbacks.numpy()) + 1
     model.rollbacks.assign(count)
-    model.lr_scale.assign(model.lr_scale * t.rollback_lr_factor)
+    model.lr_scale.assign(t.rollback_lr_factor ** count)  # however far back the state is
     model.sampler.rng.reset_from_seed(t.seed + 1 + 1000 * count)
     event = (f"rollback {count}: {reason}; back to epoch {state.epoch}, learning rate x{float(model.lr_scale.numpy()):g}, "
              "sampler reseeded")
-    history.rows = list(state.history) + [{"epoch": diverged_at, "event": event}]
+    earlier = [row for row in history.rows if row.get("event") and row not in state.history]  # rewound past
+    history.rows = list(state.history) + earlier + [{"epoch": diverged_at, "event": event}]
     history.write()
     run.metrics({"rollback": count}, step=diverged_at)
     run.tags({"ebm.rollbacks": count, f"ebm.rollback.{count}": event})
     print(f"train: {event}", file=sys.stderr)
     guard.reset()
+    guard.seed(state.history)
     keeper.keep(state.epoch)  # the rolled-back state, with its event row, is the one to resume
     return state.epoch
