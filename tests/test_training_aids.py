@@ -139,3 +139,65 @@ def test_cosine_schedule_decays_the_learning_rate_to_its_floor_at_the_last_step(
     assert rates[2] == pytest.approx(0.0001) and rates[3] == pytest.approx(0.0001)  # the floor, then held
     raw["train"]["lr_schedule"] = "constant"
     assert float(build_model(parse_params(raw), steps_per_epoch=10).optimizer.learning_rate) == pytest.approx(0.001)
+
+
+def test_an_epoch_whose_gap_rises_above_the_band_is_unhealthy():
+    from ebm.callbacks import DivergenceGuard
+
+    guard = DivergenceGuard(1e4, 5.0, max_epoch_cdiv=0.05)
+    guard.set_model(tiny_model())
+
+    def epoch(number, cdiv):
+        guard.on_epoch_begin(number - 1)
+        logs = {"loss": cdiv, "real": 0.0, "fake": -cdiv, "cdiv": cdiv}
+        return guard.healthy(logs), guard.healthy(logs)  # asked twice per epoch (checkpoint, keeper)
+
+    # a healthy run: falling from the first epoch (above the band: fine), then noise near zero
+    assert [epoch(n, c) for n, c in enumerate([-0.46, -0.17, -0.02, -0.04, -0.03], 1)] == [(True, True)] * 5
+    assert not guard.model.stop_training
+    assert epoch(6, -0.09) == (False, False)  # rising past the band: the collapse starting
+    assert guard.model.stop_training
+    assert "rose from 0.03 to 0.09 in epoch 6" in guard.reason and "train.max_epoch_cdiv=0.05" in guard.reason
+    guard.reset()
+    guard.seed([{"epoch": 1, "cdiv": -0.46}, {"epoch": 2, "cdiv": -0.17}, {"epoch": 3, "event": "rollback 1"}])
+    assert epoch(3, -0.1) == (True, True)  # after a rollback to epoch 2: judged against epoch 2 (falling)
+    assert epoch(4, 0.31) == (False, False)
+
+
+def test_each_rollback_goes_back_one_more_healthy_epoch():
+    from ebm import resume
+    from ebm.callbacks import DivergenceGuard, HistoryCSV, TrainingStateKeeper
+
+    model = tiny_model()
+    model.optimizer.build(model.energy_net.trainable_variables)  # as the train stage does before keeping
+    history = HistoryCSV("unused.csv")
+    keeper = TrainingStateKeeper(None, "k", DivergenceGuard(1e4), history, depth=3)
+    keeper.set_model(model)
+    bias = model.energy_net.weights[1]
+    for epoch in range(5):
+        bias.assign(tf.fill(bias.shape, float(epoch)))
+        history.rows.append({"epoch": epoch})
+        keeper.keep(epoch)
+    assert [s.epoch for s in keeper.states] == [2, 3, 4]  # the newest `depth`
+    assert keeper.rewind(1).epoch == 4 and [s.epoch for s in keeper.states] == [2, 3, 4]
+    assert keeper.rewind(2).epoch == 3 and [s.epoch for s in keeper.states] == [2, 3]
+    resume.restore(model, keeper.last)
+    assert np.all(bias.numpy() == 3.0) and keeper.last.history[-1] == {"epoch": 3}
+    keeper.keep(3)  # the rolled-back state replaces its old copy
+    assert [s.epoch for s in keeper.states] == [2, 3]
+    assert keeper.rewind(3).epoch == 2  # asked further back than is kept: the oldest kept
+
+
+def test_weight_decay_shrinks_every_weight_by_rate_times_decay_per_step():
+    from ebm.config import parse_params
+    from ebm.pipeline.train import build_model
+    from tests.conftest import tiny_params_dict
+
+    raw = tiny_params_dict()
+    raw["train"].update(lr_schedule="constant", learning_rate=0.01, weight_decay=0.5)
+    model = build_model(parse_params(raw))
+    weights = model.energy_net.trainable_weights
+    before = [w.numpy() for w in weights]
+    model.optimizer.apply_gradients([(tf.zeros_like(w), w) for w in weights])  # no gradient: decay alone
+    for b, w in zip(before, weights):
+        assert np.allclose(w.numpy(), b * (1 - 0.01 * 0.5), atol=1e-7)
