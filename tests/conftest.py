@@ -15,6 +15,9 @@ def tiny_params_dict() -> dict:
     p["data"].update(max_train=640, max_test=200)  # 20 batches of 32 per epoch
     p["train"].update(epochs=2, batch_size=32, buffer_size=256)
     p["train"]["max_epoch_cdiv"] = 1e3  # 3-step chains never close the gap: tests of the band set their own
+    # 3-step chains never leave the noise: at the default alpha (0.01) the penalty lets their energies
+    # climb past train.max_abs_cdiv within the first epoch; the reference's 0.1 bounds them near 5
+    p["train"]["alpha"] = 0.1
     p["train"]["sampler"]["steps"] = 3
     p["sampler"]["steps"] = 6
     p["generate"].update(n=24, snapshot_steps=[0, 2, 6], chains_shown=4)
