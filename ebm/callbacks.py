@@ -173,8 +173,8 @@ class TrainingStateKeeper(keras.callbacks.Callback):
     def keep(self, epoch: int) -> None:
         from ebm import resume
 
-        self.states = [s for s in self.states if s.epoch < epoch][-(self.depth - 1):] if self.depth > 1 else []
-        self.states.append(resume.capture(self.model, epoch, self.history.rows))
+        older = [s for s in self.states if s.epoch < epoch]  # a re-kept epoch replaces its old copy
+        self.states = (older + [resume.capture(self.model, epoch, self.history.rows)])[-self.depth:]
         if self.path is not None:
             resume.save(self.path, self.last, self.key)
 
