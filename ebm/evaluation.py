@@ -6,7 +6,9 @@
 * energies of real, noise and generated images; the real-vs-noise cdiv of the reference;
 * a long-run check: do samples stay digits when the chain runs several times longer? Judged
   by absolute gates (:class:`LongrunGates`), not only against the samples' own start, so a
-  model that has already collapsed does not pass.
+  model that has already collapsed does not pass; the curve along the way (FID, energy,
+  confident share and each class's share at every multiple of the generation length) shows
+  how a failing run fails.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
 from ebm import metrics as M
 from ebm.classifier import FeatureExtractor
@@ -65,6 +68,7 @@ class Evaluation:
     nn_generated: np.ndarray
     nn_test: np.ndarray
     longrun_samples: np.ndarray | None = None
+    longrun_curve: pd.DataFrame | None = None  # one row per multiple of the generation length: see longrun_row
 
 
 def energies_of(energy, x: np.ndarray, batch_size: int = 500) -> np.ndarray:
@@ -76,9 +80,11 @@ def evaluate(energy, classifier, train_x: np.ndarray, test_x: np.ndarray, sample
              batch_size: int = 500) -> Evaluation:
     """All metrics for ``samples`` drawn from ``energy`` (a function x -> E(x)).
 
-    ``longrun``: optional callable ``samples -> samples`` that runs the chains further; the
-    first ``longrun_n`` samples go through it and the result is scored under ``longrun_*``
-    names, against ``gates``.
+    ``longrun``: optional callable ``samples -> {multiple: states}`` that runs the chains
+    further, returning their states at some multiples (> 1) of the generation length, the
+    largest being the end; the first ``longrun_n`` samples go through it, the end states are
+    scored under ``longrun_*`` names against ``gates``, and every recorded multiple (and 1, the
+    samples themselves) gets a row of ``longrun_curve``.
     """
     rng = np.random.default_rng(seed)
     extract = FeatureExtractor(classifier)
@@ -120,17 +126,21 @@ def evaluate(energy, classifier, train_x: np.ndarray, test_x: np.ndarray, sample
     result = Evaluation(values, e, ood_e, aurocs, M.class_histogram(p_gen), p_gen, nn_gen, nn_test)
     if longrun is not None:
         k = min(len(samples), longrun_n)
-        more = np.asarray(longrun(samples[:k]))
-        f_long, p_long = extract(more)
+        states = {1: samples[:k], **{m: np.asarray(x) for m, x in longrun(samples[:k]).items()}}
+        more = states[max(states)]
         m = min(k, len(test_x), len(train_x))
         f_ref_k, f_train_k = f_test[rng.choice(len(test_x), m, replace=False)], _train_features(extract, train_x, m, rng)
+        scored = {mult: extract(x) for mult, x in sorted(states.items())}
+        f_long, p_long = scored[max(scored)]
+        result.longrun_curve = pd.DataFrame([longrun_row(mult, f, p, energies_of(energy, states[mult], batch_size), f_ref_k)
+                                             for mult, (f, p) in scored.items()])
         values.update({
             "longrun_n": float(k),
             "longrun_confident_share": M.confident_share(p_long),
             "longrun_confident_share_before": M.confident_share(p_gen[:k]),
             "longrun_coverage": M.coverage(p_long),
             "longrun_coverage_before": M.coverage(p_gen[:k]),
-            "longrun_energy": float(energies_of(energy, more, batch_size).mean()),
+            "longrun_energy": float(result.longrun_curve["energy"].iloc[-1]),
             "longrun_energy_before": float(e["generated"][:k].mean()),
             "longrun_fid": M.frechet_distance(f_long, f_ref_k),
             "longrun_fid_before": M.frechet_distance(f_gen[:k], f_ref_k),
@@ -141,6 +151,30 @@ def evaluate(energy, classifier, train_x: np.ndarray, test_x: np.ndarray, sample
         values["longrun_stable"] = float(all(gates.verdicts(values).values()))
         result.longrun_samples = more
     return result
+
+
+def longrun_row(multiple: int, features: np.ndarray, probs: np.ndarray, energies: np.ndarray,
+                reference_features: np.ndarray) -> dict[str, float]:
+    """One point of the long-run curve: chains at ``multiple`` x the generation length scored by
+    FID, precision and recall against ``reference_features`` (real digits, as many as the
+    chains), the judge's confident share and coverage, the mean energy, and each class's share
+    (``share_0`` ...). Recall falling while precision holds is variety lost, digits kept."""
+    precision, recall = M.precision_recall(reference_features, features)
+    return {"multiple": multiple, "fid": M.frechet_distance(features, reference_features),
+            "precision": precision, "recall": recall,
+            "confident_share": M.confident_share(probs), "coverage": M.coverage(probs),
+            "energy": float(np.mean(energies)),
+            **{f"share_{c}": float(v) for c, v in enumerate(M.class_histogram(probs, probs.shape[1]))}}
+
+
+def class_drift(curve: pd.DataFrame, top: int = 2) -> tuple[list, list]:
+    """The ``top`` classes whose share grew most and fell most from the first row of a long-run
+    curve to its last, each as (class, share before, share after)."""
+    cols = [c for c in curve.columns if c.startswith("share_")]
+    first, last = curve[cols].iloc[0], curve[cols].iloc[-1]
+    order = (last - first).sort_values()
+    pick = lambda names: [(int(n.removeprefix("share_")), float(first[n]), float(last[n])) for n in names]  # noqa: E731
+    return pick(order.index[::-1][:top]), pick(order.index[:top])
 
 
 def _train_features(extract, train_x: np.ndarray, n: int, rng) -> np.ndarray:

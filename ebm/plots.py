@@ -212,3 +212,31 @@ def save_by_class(images: np.ndarray, probs: np.ndarray, path: str | Path, per_c
         ax.set_yticks([height * (r + 0.5) for r in range(probs.shape[1])], labels, fontsize=8)
         ax.set_xticks([])
     return Path(path)
+
+
+def save_longrun_curve(curve: pd.DataFrame, path: str | Path, unit: int = 1, unit_name: str = "steps",
+                       fid_gate: float | None = None) -> Path:
+    """The long-run check along the way (rows of :func:`ebm.evaluation.longrun_row`): each
+    class's share, the FID (with its gate) and the mean energy against the chains' length."""
+    length = np.asarray(curve["multiple"]) * unit
+    shares = [c for c in curve.columns if c.startswith("share_")]
+    with _figure(path, 1, 3, (15, 3.6)) as (_, axes):
+        ax = axes[0, 0]
+        for i, col in enumerate(shares):
+            ax.plot(length, curve[col], marker="o", ms=3, lw=1.2, color=plt.cm.tab10(i), label=col.removeprefix("share_"))
+        ax.axhline(1 / len(shares), color="grey", ls=":", lw=1)
+        ax.set_title("share of each class (the judge's reading)", fontsize=9)
+        ax.legend(fontsize=7, ncol=5)
+        ax = axes[0, 1]
+        ax.plot(length, curve["fid"], marker="o", ms=3, lw=1.2, label="FID")
+        if fid_gate is not None:
+            ax.axhline(fid_gate, color="tab:red", ls="--", lw=1, label=f"gate {fid_gate:.3g}")
+        ax.set_title("FID against real digits (same number of samples)", fontsize=9)
+        ax.legend(fontsize=8)
+        ax = axes[0, 2]
+        ax.plot(length, curve["energy"], marker="o", ms=3, lw=1.2)
+        ax.set_title("mean energy E(x)", fontsize=9)
+        for ax in axes[0]:
+            ax.set_xlabel(unit_name)
+            ax.grid(alpha=0.3)
+    return Path(path)

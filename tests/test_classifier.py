@@ -93,12 +93,36 @@ def test_longrun_check_fails_a_collapsed_model_and_passes_real_digits(digits, ju
     model, _ = judge
     energy = lambda x: np.asarray(x).mean(axis=(1, 2, 3))  # noqa: E731  (any energy; only the samples matter here)
     collapsed = np.repeat(test.x[test.y == 8][:1], 200, axis=0)
-    stays = evaluate(energy, model, train.x, test.x, collapsed, longrun=lambda x: x, longrun_n=200).metrics
+    stays = evaluate(energy, model, train.x, test.x, collapsed, longrun=lambda x: {5: x}, longrun_n=200).metrics
     assert stays["longrun_stable"] == 0.0  # unchanged by the long run, but one glyph: not stable
     assert stays["longrun_coverage"] < 0.1 and stays["longrun_fid"] > 3 * stays["longrun_fid_floor"]
     real = train.x[:200]
-    good = evaluate(energy, model, train.x, test.x, real, longrun=lambda x: train.x[200:400], longrun_n=200).metrics
+    good = evaluate(energy, model, train.x, test.x, real, longrun=lambda x: {5: train.x[200:400]}, longrun_n=200).metrics
     assert good["longrun_stable"] == 1.0 and good["longrun_n"] == 200
-    strict = evaluate(energy, model, train.x, test.x, real, longrun=lambda x: train.x[200:400], longrun_n=200,
+    strict = evaluate(energy, model, train.x, test.x, real, longrun=lambda x: {5: train.x[200:400]}, longrun_n=200,
                       gates=LongrunGates(min_coverage=0.999)).metrics
     assert strict["longrun_stable"] == 0.0  # the gate comes from params
+
+
+def test_longrun_curve_shows_the_class_mix_drifting_one_point_per_multiple(digits, judge):
+    """Chains that stay digits but drift into 1s: the curve has a row per multiple, the share of
+    1s climbs to all while the confident share holds, the FID climbs, and the drift names class 1."""
+    from ebm.evaluation import class_drift, evaluate
+
+    train, test = digits
+    model, _ = judge
+    energy = lambda x: np.asarray(x).mean(axis=(1, 2, 3))  # noqa: E731
+    ones, real = train.x[train.y == 1], train.x[:200]
+    drift = {2: np.concatenate([ones[:100], real[100:]]), 3: ones[:200]}
+    result = evaluate(energy, model, train.x, test.x, real, longrun=lambda x: drift, longrun_n=200)
+    curve = result.longrun_curve
+    assert curve["multiple"].tolist() == [1, 2, 3]
+    assert curve["share_1"].is_monotonic_increasing and curve["share_1"].iloc[-1] > 0.95
+    assert curve["fid"].iloc[0] < curve["fid"].iloc[1] < curve["fid"].iloc[2]
+    assert curve["confident_share"].iloc[-1] > 0.9 and curve["coverage"].iloc[-1] < 0.2
+    assert curve["recall"].iloc[-1] < curve["recall"].iloc[0] and curve["precision"].iloc[-1] > 0.5
+    assert np.isclose(curve["fid"].iloc[0], result.metrics["longrun_fid_before"])
+    assert np.isclose(curve["fid"].iloc[-1], result.metrics["longrun_fid"])
+    assert np.isclose(curve["energy"].iloc[-1], energy(ones[:200]).mean())
+    grew, fell = class_drift(curve)
+    assert grew[0][0] == 1 and grew[0][2] > 0.95 and fell[0][0] != 1

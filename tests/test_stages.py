@@ -84,6 +84,9 @@ def test_every_stage_writes_its_outputs_and_logs_a_run(pipeline_run):
                 "longrun_stable", "test_cdiv"):
         assert np.isfinite(saved[key]), key
     assert saved["longrun_n"] == params.evaluate.longrun_n
+    curve = pd.read_csv(ep.figures / "longrun_curve.csv")  # one row per multiple of the 6 generation steps
+    assert curve["multiple"].tolist() == [1, 2, 3] and curve[[f"share_{c}" for c in range(10)]].sum(1).round(6).eq(1).all()
+    assert curve["fid"].iloc[-1] == pytest.approx(saved["longrun_fid"])
     assert {"by_class.png", "least_confident.png", "most_confident.png"} <= {p.name for p in ep.figures.glob("*.png")}
     judge = json.loads(ep.classifier_metrics.read_text())
     assert {"test_accuracy", "temperature", "confident_real", "confident_erased_strokes", "confident_elastic_warp",
@@ -131,6 +134,7 @@ def test_every_stage_writes_its_outputs_and_logs_a_run(pipeline_run):
     source = json.loads(client.get_run(train_run["run_id"]).inputs.dataset_inputs[0].dataset.source)
     assert source["uri"].endswith(".npz") and source["uri"].startswith(str(tmp_path))
     assert "report.html" in {a.path for a in client.list_artifacts(by_stage["evaluate"]["run_id"])}
+    assert [m.step for m in client.get_metric_history(by_stage["evaluate"]["run_id"], "longrun_curve_fid")] == [6, 12, 18]
     assert by_stage["generate"]["params.step_size"] == "10.0"
 
 

@@ -177,11 +177,12 @@ def generate(params: Params, paths, model, run) -> dict:
 
 
 def scoring_functions(params: Params, model):
-    """``energy(images)`` and ``longrun(samples)`` on 32x32 images, for :func:`ebm.evaluation.evaluate`."""
+    """``energy(images)`` and ``longrun(samples) -> {longrun_factor: states}`` on 32x32 images, for
+    :func:`ebm.evaluation.evaluate`."""
     e, g = params.evaluate, params.generate
     energy = lambda x: model.visible_energy(intensities(x))  # noqa: E731
     sweeps = g.gibbs_steps * (e.longrun_factor - 1)
-    longrun = (lambda x: to_images(model.continue_chains(intensities(x), sweeps, e.seed))) \
+    longrun = (lambda x: {e.longrun_factor: to_images(model.continue_chains(intensities(x), sweeps, e.seed))}) \
         if e.longrun_factor > 1 else None
     return energy, longrun
 

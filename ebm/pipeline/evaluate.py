@@ -49,8 +49,11 @@ def evaluate(params: Params, paths: EvaluatePaths, network=None, track: bool = T
         if family == "ebm" and e.longrun_factor > 1:
             more = dataclasses.replace(params.sampler, steps=params.sampler.steps * (e.longrun_factor - 1))
             sampler = generation_sampler(dataclasses.replace(params, sampler=more), n=min(len(samples), e.longrun_n))
-            chain = chain_energy(network)
-            longrun = lambda x: sampler.chain(chain, x)[0].numpy()  # noqa: E731
+            chain, steps = chain_energy(network), params.sampler.steps
+
+            def longrun(x):  # the continued chains' states at every multiple of the generation length
+                x, states = sampler.chain(chain, x, record_at=[k * steps for k in range(1, e.longrun_factor - 1)])
+                return {**{1 + s // steps: v.numpy() for s, v in states.items()}, e.longrun_factor: x.numpy()}
         result = evaluation.evaluate(energy, classifier, train.x, test.x, samples, seed=e.seed, longrun=longrun,
                                      longrun_n=e.longrun_n, gates=longrun_gates(params), batch_size=e.batch_size)
         metrics = {**result.metrics, **extra}
@@ -60,10 +63,19 @@ def evaluate(params: Params, paths: EvaluatePaths, network=None, track: bool = T
                             "mean_energy": [float(v.mean()) for v in result.ood_energies.values()]})
         paths.ood.parent.mkdir(parents=True, exist_ok=True)
         ood.to_csv(paths.ood, index=False)
-        figures = draw_figures(result, samples, pd.read_csv(paths.history), paths)
+        gate = (e.longrun_max_fid_ratio * metrics["longrun_fid_floor"]) if "longrun_fid_floor" in metrics else None
+        figures = draw_figures(result, samples, pd.read_csv(paths.history), paths, longrun_unit(params),
+                               "Langevin steps" if family == "ebm" else "Gibbs sweeps", gate)
         title = title or ("EBM experiment report" if family == "ebm" else f"{family.upper()} experiment report")
-        write_report(params, paths, metrics, ood, figures, title, run, family, family_section)
+        write_report(params, paths, metrics, ood, figures, title, run, family, family_section, result.longrun_curve)
         run.metrics(metrics, on_parent=True)
+        if result.longrun_curve is not None:
+            curve = result.longrun_curve
+            curve.to_csv(paths.figures / "longrun_curve.csv", index=False)
+            for row in curve.itertuples(index=False):  # MLflow x axis: the chains' length in sampler steps
+                run.metrics({f"longrun_curve_{k}": getattr(row, k) for k in ("fid", "energy", "confident_share",
+                                                                             "coverage")},
+                            step=int(row.multiple * longrun_unit(params)))
         for path in (paths.metrics, paths.ood, paths.report, *figures.values()):
             run.artifact(path)
     print("evaluate: " + ", ".join(f"{k}={metrics[k]:.4g}" for k in
@@ -77,9 +89,12 @@ def load_classifier(path):
     return load_model_file(path, "run the classifier stage (dvc repro classifier)")
 
 
-def draw_figures(result, samples, history, paths: EvaluatePaths) -> dict:
+def draw_figures(result, samples, history, paths: EvaluatePaths, unit: int = 1, unit_name: str = "steps",
+                 fid_gate: float | None = None) -> dict:
+    """The evaluation's figures; the long-run curve's x axis is in ``unit_name`` (``unit`` per
+    multiple of the generation length), with the FID gate drawn at ``fid_gate``."""
     from ebm.plots import (save_bars, save_by_class, save_distance_histogram, save_energy_histogram, save_grid,
-                           save_loss_curves)
+                           save_longrun_curve, save_loss_curves)
 
     out = paths.figures
     by_confidence = np.argsort(result.sample_probs.max(1))
@@ -98,18 +113,20 @@ def draw_figures(result, samples, history, paths: EvaluatePaths) -> dict:
     }
     if result.longrun_samples is not None:
         figures["longrun"] = save_grid(result.longrun_samples[:100], out / "longrun_samples.png", ncols=10)
+        figures["longrun_curve"] = save_longrun_curve(result.longrun_curve, out / "longrun_curve.png", unit, unit_name,
+                                                      fid_gate)
     return figures
 
 
 def write_report(params: Params, paths: EvaluatePaths, metrics: dict, ood, figures: dict, title: str, run,
-                 family: str = "ebm", family_section: list[str] = ()) -> None:
+                 family: str = "ebm", family_section: list[str] = (), curve=None) -> None:
     from ebm import report
 
     gen = paths.generate_reports
     clf = json.loads(paths.classifier_metrics.read_text()) if paths.classifier_metrics.is_file() else {}
     rows = [(k, v) for k, v in metrics.items()] + [(f"classifier_{k}", v) for k, v in clf.items()]
     img = lambda p: report.embed(p) if p.is_file() else f"<p class='meta'>(not available: {p.name})</p>"  # noqa: E731
-    longrun = longrun_paragraphs(params, metrics)
+    longrun = longrun_paragraphs(params, metrics, curve)
     sections = {
         "Metrics": [report.table(rows, ("metric", "value"))],
         "Samples": [img(gen / "samples.png"), "<p>" + ("Newest replay-buffer negatives" if family == "ebm" else
@@ -133,7 +150,7 @@ def write_report(params: Params, paths: EvaluatePaths, metrics: dict, ood, figur
         "Out-of-distribution detection": [report.table(ood.itertuples(index=False), ood.columns), img(figures["ood"])],
         "Chain health": [img(gen / "chain_health.png")],
         "Coverage and memorisation": [img(figures["classes"]), img(figures["memorisation"])],
-        "Long-run check": longrun + ([img(figures["longrun"])] if "longrun" in figures else []),
+        "Long-run check": longrun + [img(figures[k]) for k in ("longrun_curve", "longrun") if k in figures],
     }
     sampler = f"{params.sampler.steps} Langevin steps x {params.sampler.step_size}" if family == "ebm" else \
         f"{params.generate.gibbs_steps} block Gibbs sweeps"
@@ -155,6 +172,12 @@ def training_events(history_path) -> list[str]:
     return ["<p>Training events (train.on_divergence):</p>", report.table(events.itertuples(index=False), events.columns)]
 
 
+def longrun_unit(params: Params) -> int:
+    """The generation length (Langevin steps, or Gibbs sweeps for rbm / dbn): the unit of the
+    long-run curve's multiples."""
+    return params.sampler.steps if params.model.family == "ebm" else params.generate.gibbs_steps
+
+
 def longrun_gates(params: Params):
     from ebm.evaluation import LongrunGates
 
@@ -162,9 +185,10 @@ def longrun_gates(params: Params):
     return LongrunGates(e.longrun_max_fid_ratio, e.longrun_min_coverage, e.longrun_max_confident_drop)
 
 
-def longrun_paragraphs(params: Params, metrics: dict) -> list[str]:
+def longrun_paragraphs(params: Params, metrics: dict, curve=None) -> list[str]:
     """The long-run check in words: what ran, each gate and whether it held, and when it failed
-    what the energies and chain health say about why."""
+    what the energies, the classes' shares along the way (``curve``, see
+    :func:`ebm.evaluation.longrun_row`) and the chain health say about why."""
     if "longrun_stable" not in metrics:
         return ["<p>Not run (evaluate.longrun_factor = 1).</p>"]
     e = params.evaluate
@@ -193,4 +217,21 @@ def longrun_paragraphs(params: Params, metrics: dict) -> list[str]:
             if drop > 0 else
             "the chains' energy did not fall further, so they drift between minima at the data's level; compare "
             "the coverage and the chain-health curves.") + "</p>")
+        if curve is not None and len(curve) > 1:
+            from ebm.evaluation import class_drift
+
+            grew, fell = class_drift(curve)
+            share = lambda rows: ", ".join(f"{c} ({a:.0%} -> {b:.0%})" for c, a, b in rows)  # noqa: E731
+            worst = curve.loc[curve["fid"].idxmax()]
+            path = lambda col, fmt: " -> ".join(format(v, fmt) for v in curve[col])  # noqa: E731
+            kept = worst["confident_share"] >= curve["confident_share"].iloc[0] - 0.05
+            out.append(f"<p>Along the way (the curve below, one point per {longrun_unit(params)} "
+                       f"{'steps' if params.model.family == 'ebm' else 'sweeps'}): FID {path('fid', '.3g')}, "
+                       f"recall {path('recall', '.2f')}, precision {path('precision', '.2f')}, confident share "
+                       f"{path('confident_share', '.2f')}. The classes that gain the most: {share(grew)}; that "
+                       f"lose the most: {share(fell)}. "
+                       + ("The digits stay digits (the confident share holds) but fewer kinds of them: the class "
+                          "mix drifts and, where recall falls, the strokes within a class converge on the "
+                          "energy's minima (compare the long-run grid with the samples)." if kept else
+                          "A falling confident share is the digits themselves falling apart.") + "</p>")
     return out
