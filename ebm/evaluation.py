@@ -126,30 +126,25 @@ def evaluate(energy, classifier, train_x: np.ndarray, test_x: np.ndarray, sample
     result = Evaluation(values, e, ood_e, aurocs, M.class_histogram(p_gen), p_gen, nn_gen, nn_test)
     if longrun is not None:
         k = min(len(samples), longrun_n)
-        states = {1: samples[:k], **{m: np.asarray(x) for m, x in longrun(samples[:k]).items()}}
-        more = states[max(states)]
+        more = longrun(samples[:k])
         m = min(k, len(test_x), len(train_x))
         f_ref_k, f_train_k = f_test[rng.choice(len(test_x), m, replace=False)], _train_features(extract, train_x, m, rng)
-        scored = {mult: extract(x) for mult, x in sorted(states.items())}
-        f_long, p_long = scored[max(scored)]
-        result.longrun_curve = pd.DataFrame([longrun_row(mult, f, p, energies_of(energy, states[mult], batch_size), f_ref_k)
-                                             for mult, (f, p) in scored.items()])
+        scored = {1: (f_gen[:k], p_gen[:k], e["generated"][:k])}  # the samples themselves: already scored above
+        for mult, x in sorted(more.items()):
+            scored[mult] = (*extract(np.asarray(x)), energies_of(energy, np.asarray(x), batch_size))
+        curve = pd.DataFrame([longrun_row(mult, f, p, en, f_ref_k) for mult, (f, p, en) in scored.items()])
+        f_long = scored[max(scored)][0]
+        first, last = curve.iloc[0], curve.iloc[-1]
         values.update({
             "longrun_n": float(k),
-            "longrun_confident_share": M.confident_share(p_long),
-            "longrun_confident_share_before": M.confident_share(p_gen[:k]),
-            "longrun_coverage": M.coverage(p_long),
-            "longrun_coverage_before": M.coverage(p_gen[:k]),
-            "longrun_energy": float(result.longrun_curve["energy"].iloc[-1]),
-            "longrun_energy_before": float(e["generated"][:k].mean()),
-            "longrun_fid": M.frechet_distance(f_long, f_ref_k),
-            "longrun_fid_before": M.frechet_distance(f_gen[:k], f_ref_k),
+            **{f"longrun_{key}": float(last[key]) for key in ("confident_share", "coverage", "energy", "fid")},
+            **{f"longrun_{key}_before": float(first[key]) for key in ("confident_share", "coverage", "energy", "fid")},
             "longrun_fid_floor": M.frechet_distance(f_train_k, f_ref_k),
             "longrun_kid": M.kernel_inception_distance(f_long, f_test, seed=seed)[0],
             "longrun_kid_before": M.kernel_inception_distance(f_gen[:k], f_test, seed=seed)[0],
         })
+        result.longrun_samples, result.longrun_curve = np.asarray(more[max(more)]), curve
         values["longrun_stable"] = float(all(gates.verdicts(values).values()))
-        result.longrun_samples = more
     return result
 
 
