@@ -20,7 +20,7 @@ def quiet_tensorflow() -> None:
 
 
 def main(stage_fn, paths_cls, argv=None) -> None:
-    parser = argparse.ArgumentParser(prog=f"stages/{stage_fn.__name__}.py", description=stage_fn.__doc__)
+    parser = argparse.ArgumentParser(prog=f"python -m stages.{stage_fn.__name__}", description=stage_fn.__doc__)
     parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (default: %(default)s)")
     for field in dataclasses.fields(paths_cls):
         parser.add_argument(f"--{field.name.replace('_', '-')}", dest=field.name, type=Path, default=field.default,

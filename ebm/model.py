@@ -135,7 +135,8 @@ class ScaledSchedule(keras.optimizers.schedules.LearningRateSchedule):
         return tf.cast(base, tf.float32) * self.scale
 
     def get_config(self):
-        return {"base": self.base if not callable(self.base) else self.base.get_config()}
+        return {"base": self.base if not callable(self.base) else self.base.get_config(),
+                "scale": float(self.scale.numpy())}
 
 
 def ema_update(averages, values, decay: float) -> None:

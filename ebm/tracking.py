@@ -156,7 +156,16 @@ class Tracker:
                     self.client.set_experiment_tag(found.experiment_id, key, value)
             return found.experiment_id
         location = (self.root / ARTIFACT_DIR / name).as_uri() if _local_sqlite(self.uri) else None
-        return self.client.create_experiment(name, artifact_location=location, tags=tags)
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self.client.create_experiment(name, artifact_location=location, tags=tags)
+        except MlflowException as err:
+            # a tracking server has no store lock: two queue workers of one baseline commit can both
+            # miss the experiment, and the second one's create then fails; use the winner's
+            if err.error_code != "RESOURCE_ALREADY_EXISTS" or (found := self.client.get_experiment_by_name(name)) is None:
+                raise
+            return found.experiment_id
 
     def pipeline_key(self, params: Params) -> str:
         """The DVC experiment name; for a plain ``dvc repro``, commit + params hash."""

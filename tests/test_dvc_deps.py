@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, project_repo, sh, tiny_params_dict
 
 STAGE_MODULES = {"prepare": "ebm.pipeline.prepare", "train": "ebm.pipeline.train",
                  "classifier": "ebm.pipeline.classify", "generate": "ebm.pipeline.generate",
@@ -70,3 +70,18 @@ def test_the_import_scan_follows_function_level_imports():
     assert {"ebm/pipeline/train.py", "ebm/callbacks.py", "ebm/resume.py", "ebm/pipeline/boltzmann.py",
             "ebm/rbm/model.py", "ebm/chain.cc"} <= files
     assert "ebm/pipeline/evaluate.py" not in files
+
+
+@pytest.mark.e2e
+def test_a_stage_runs_the_code_of_the_checkout_it_runs_in(tmp_path):
+    """DVC runs a queued experiment's stages in a copy of the repository; they must run that
+    copy's ebm package (the code whose hashes dvc.lock records), not the checkout that
+    `pip install -e .` points at, which the user may be editing meanwhile."""
+    repo = tmp_path / "repo"
+    env = project_repo(repo, tiny_params_dict())
+    with open(repo / "ebm/__init__.py", "a") as f:  # a copy that says where it was imported from
+        f.write("\nfrom pathlib import Path as _P\n_P('imported-from.txt').write_text(__file__)\n")
+    sh("dvc", "repro", "prepare", cwd=repo, env=env)
+    marker = repo / "imported-from.txt"
+    assert marker.is_file(), "the stage imported an ebm package other than this checkout's"
+    assert Path(marker.read_text()).parent == repo / "ebm"

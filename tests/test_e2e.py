@@ -1,5 +1,6 @@
 """End to end: the real `dvc repro`, `dvc exp run` and a queued sweep in a temporary git repo."""
 
+import hashlib
 import io
 import json
 import subprocess
@@ -19,11 +20,15 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture(scope="module")
 def baseline(tmp_path_factory):
-    """A fresh git+DVC repo holding the project with tiny params, reproduced and committed."""
+    """A fresh git+DVC repo holding the project with tiny params and the team's DVC remote (a
+    local folder beside it), reproduced and committed."""
     repo = tmp_path_factory.mktemp("e2e") / "repo"
     params = tiny_params_dict()
     params["tracking"]["experiment"] = ""  # the default: one MLflow experiment per baseline commit
     env = project_repo(repo, params)
+    # configured before the experiments: one run before the remote was committed carries the old
+    # .dvc/config, and `dvc exp apply` of it elsewhere cannot check out its outputs
+    sh("dvc", "remote", "add", "-d", "storage", str(repo.parent / "storage"), cwd=repo, env=env)
     repro_log = sh("dvc", "repro", cwd=repo, env=env)
     sh("git", "add", "-A", cwd=repo, env=env)
     sh("git", "commit", "-qm", "baseline", cwd=repo, env=env)
@@ -58,25 +63,6 @@ def test_repro_runs_every_stage_and_logs_each(baseline):
     assert experiment.name == f"ebm-{first_commit[:7]}"
 
 
-def test_sampler_change_reruns_only_generate_and_evaluate(baseline):
-    repo, env, _ = baseline
-    out = sh("dvc", "exp", "run", "-n", "step5", "-S", "sampler.step_size=5", cwd=repo, env=env)
-    assert "Running stage 'generate'" in out and "Running stage 'evaluate'" in out
-    assert "Running stage 'train'" not in out and "Running stage 'prepare'" not in out
-    runs = all_runs(repo)
-    mine = runs[runs["tags.dvc.exp_name"] == "step5"]
-    assert sorted(mine.loc[mine["tags.ebm.role"] == "stage", "tags.ebm.stage"]) == ["evaluate", "generate"]
-    parent = mine[mine["tags.ebm.role"] == "pipeline"].iloc[0]
-    assert parent["params.sampler.step_size"] == "5.0" and pd.notna(parent["metrics.test_cdiv"])
-    train_run = runs[(runs["tags.ebm.stage"] == "train")].iloc[0]
-    gen = mine[mine["tags.ebm.stage"] == "generate"].iloc[0]
-    assert gen["tags.ebm.upstream.train"] == train_run["run_id"]  # traced to the cached training run
-    assert len(gen["tags.git.commit"]) == 40
-    shown = sh("dvc", "exp", "show", "--csv", cwd=repo, env=env)
-    assert "fid" in shown and "auroc_mixture" in shown and "coverage" in shown
-    sh("git", "checkout", "--", ".", cwd=repo, env=env)  # back to the baseline params
-
-
 @pytest.fixture(scope="module")
 def queued(baseline):
     """One queue, two workers: a sampler sweep (two step sizes) and the RBM and DBN families."""
@@ -95,10 +81,17 @@ def test_queued_sweep_with_two_workers_loses_no_run(queued):
                    & (runs["params.model.family"] == "ebm")]
     assert len(parents) == 2 and parents["metrics.test_cdiv"].notna().all()
     assert parents["tags.dvc.exp_name"].nunique() == 2
+    train_run = runs[(runs["tags.ebm.stage"] == "train") & (runs["tags.ebm.family"] == "ebm")]
+    assert len(train_run) == 1  # the sampler sweep reran only generate and evaluate ...
     for _, parent in parents.iterrows():
         children = runs[runs["tags.mlflow.parentRunId"] == parent["run_id"]]
         assert sorted(children["tags.ebm.stage"]) == ["evaluate", "generate"]
         assert (children["status"] == "FINISHED").all()
+        generate = children[children["tags.ebm.stage"] == "generate"].iloc[0]
+        assert generate["tags.ebm.upstream.train"] == train_run["run_id"].iloc[0]  # ... traced to the cached training
+        assert len(generate["tags.git.commit"]) == 40
+    shown = sh("dvc", "exp", "show", "--csv", cwd=repo, env=env)
+    assert "fid" in shown and "auroc_mixture" in shown and "coverage" in shown
     out = subprocess.run([str(Path(sys.executable).parent / "ebm"), "compare", "--all", "--format", "csv"],
                          cwd=repo, env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
@@ -145,7 +138,7 @@ def test_ebm_register_registers_the_best_pipeline_of_the_sweeps(queued):
     runs = all_runs(repo)
     parents = runs[(runs["tags.ebm.role"] == "pipeline") & (runs["tags.ebm.family"] == "ebm")
                    & runs["metrics.fid"].notna()]
-    assert len(parents) >= 3  # baseline, step5, and the two queued step sizes
+    assert len(parents) >= 3  # the baseline and the two queued step sizes
     best = parents.sort_values("metrics.fid").iloc[0]
     client = mlflow.MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
     version = client.get_model_version_by_alias("ebm-energy", "best")
@@ -167,39 +160,38 @@ def test_a_team_shares_models_and_experiments_through_git_and_a_dvc_remote(queue
     the README) shared by two clones. `dvc push`, a fresh clone, `dvc pull`: `dvc repro` reruns
     nothing. `dvc exp push` / `dvc exp pull` move an experiment each way, with its outputs."""
     repo, env, _ = queued
-    team_git, storage, clone = tmp_path / "team.git", tmp_path / "storage", tmp_path / "clone"
+    team_git, clone = tmp_path / "team.git", tmp_path / "clone"
     sh("git", "init", "-q", "--bare", "-b", "main", str(team_git), cwd=tmp_path, env=env)
-    sh("dvc", "remote", "add", "-d", "storage", str(storage), cwd=repo, env=env)
-    sh("git", "add", ".dvc/config", cwd=repo, env=env)
-    sh("git", "commit", "-qm", "shared DVC storage", cwd=repo, env=env)
     sh("git", "remote", "add", "origin", str(team_git), cwd=repo, env=env)
     sh("git", "push", "-q", "origin", "main", cwd=repo, env=env)
     sh("dvc", "push", cwd=repo, env=env)
-    # an experiment of the shared commit (its outputs go to the storage with it), then back to main
-    sh("dvc", "exp", "run", "-n", "shared", "-S", "sampler.step_size=4", cwd=repo, env=env)
-    theirs = (repo / "data/generated/samples.npz").read_bytes()
-    sh("dvc", "exp", "push", "origin", "shared", cwd=repo, env=env)
-    sh("git", "checkout", "-q", "--", ".", cwd=repo, env=env)
-    sh("dvc", "checkout", "-q", cwd=repo, env=env)
+    # an experiment of the shared commit, the queued sweep's step size 7: its outputs go to the storage with it
+    runs = all_runs(repo)
+    shared = runs.loc[(runs["tags.ebm.role"] == "pipeline") & (runs["params.sampler.step_size"] == "7.0"),
+                      "tags.dvc.exp_name"].iloc[0]
+    ref = next(r for r in sh("git", "for-each-ref", "--format=%(refname)", "refs/exps", cwd=repo, env=env).split()
+               if r.endswith(f"/{shared}"))
+    theirs = next(o["md5"] for o in yaml.safe_load(sh("git", "show", f"{ref}:dvc.lock", cwd=repo, env=env))
+                  ["stages"]["generate"]["outs"] if o["path"].endswith("samples.npz"))
+    sh("dvc", "exp", "push", "origin", shared, cwd=repo, env=env)
 
     sh("git", "clone", "-q", str(team_git), str(clone), cwd=tmp_path, env=env)
-    clone_env = {**env, "PYTHONPATH": str(clone)}
-    sh("dvc", "pull", cwd=clone, env=clone_env)
+    sh("dvc", "pull", cwd=clone, env=env)
     assert (clone / "models/energy.keras").read_bytes() == (repo / "models/energy.keras").read_bytes()
-    log = sh("dvc", "repro", cwd=clone, env=clone_env)
+    log = sh("dvc", "repro", cwd=clone, env=env)
     assert "Running stage" not in log, log
-    assert "Data and pipelines are up to date" in sh("dvc", "status", cwd=clone, env=clone_env)
+    assert "Data and pipelines are up to date" in sh("dvc", "status", cwd=clone, env=env)
 
-    sh("dvc", "exp", "pull", "origin", "shared", cwd=clone, env=clone_env)  # the other's experiment, outputs included
-    sh("dvc", "exp", "apply", "shared", cwd=clone, env=clone_env)
-    assert yaml.safe_load((clone / "params.yaml").read_text())["sampler"]["step_size"] == 4
-    assert (clone / "data/generated/samples.npz").read_bytes() == theirs
-    assert "Data and pipelines are up to date" in sh("dvc", "status", cwd=clone, env=clone_env)
-    sh("git", "checkout", "-q", "--", ".", cwd=clone, env=clone_env)
-    sh("dvc", "checkout", "-q", cwd=clone, env=clone_env)
+    sh("dvc", "exp", "pull", "origin", shared, cwd=clone, env=env)  # the other's experiment, outputs included
+    sh("dvc", "exp", "apply", shared, cwd=clone, env=env)
+    assert yaml.safe_load((clone / "params.yaml").read_text())["sampler"]["step_size"] == 7
+    assert hashlib.md5((clone / "data/generated/samples.npz").read_bytes()).hexdigest() == theirs
+    assert "Data and pipelines are up to date" in sh("dvc", "status", cwd=clone, env=env)
+    sh("git", "checkout", "-q", "--", ".", cwd=clone, env=env)
+    sh("dvc", "checkout", "-q", cwd=clone, env=env)
 
-    sh("dvc", "exp", "run", "-n", "from-clone", "-S", "sampler.step_size=3", cwd=clone, env=clone_env)
-    sh("dvc", "exp", "push", "origin", "from-clone", cwd=clone, env=clone_env)
+    sh("dvc", "exp", "run", "-n", "from-clone", "-S", "sampler.step_size=3", cwd=clone, env=env)
+    sh("dvc", "exp", "push", "origin", "from-clone", cwd=clone, env=env)
     sh("dvc", "exp", "pull", "origin", "from-clone", cwd=repo, env=env)
     shown = pd.read_csv(io.StringIO(subprocess.run(["dvc", "exp", "show", "--csv", "-A"], cwd=repo, env=env,
                                                    capture_output=True, text=True, timeout=300).stdout))

@@ -133,7 +133,7 @@ def test_every_stage_writes_its_outputs_and_logs_a_run(pipeline_run):
     assert {name for name, _, _ in inputs(parent["run_id"])} == {"mnist5k-train", "mnist5k-test", "generated-samples"}
     source = json.loads(client.get_run(train_run["run_id"]).inputs.dataset_inputs[0].dataset.source)
     assert source["uri"].endswith(".npz") and source["uri"].startswith(str(tmp_path))
-    assert "report.html" in {a.path for a in client.list_artifacts(by_stage["evaluate"]["run_id"])}
+    assert {"report.html", "longrun_curve.csv"} <= {a.path for a in client.list_artifacts(by_stage["evaluate"]["run_id"])}
     assert [m.step for m in client.get_metric_history(by_stage["evaluate"]["run_id"], "longrun_curve_fid")] == [6, 12, 18]
     assert by_stage["generate"]["params.step_size"] == "10.0"
 

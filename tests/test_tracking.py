@@ -48,6 +48,27 @@ def test_default_experiment_is_named_after_the_baseline_commit(tmp_path, monkeyp
     assert tracker.experiment_name(parse_params(tiny_params_dict())) == "ebm"
 
 
+def test_an_experiment_created_by_another_worker_meanwhile_is_used(mlflow_store, monkeypatch):
+    """Against a tracking server there is no store lock: two queue workers of one baseline commit can
+    both look the experiment up, miss it, and create it; the second create fails, and its stage
+    must log into the experiment the first one made."""
+    tracker = tracking.Tracker()
+    other = mlflow.MlflowClient(mlflow_store)  # the other worker
+    lookup = tracker.client.get_experiment_by_name
+    calls = []
+
+    def missed_then_created(name):
+        calls.append(name)
+        if len(calls) == 1:  # our lookup misses; the other worker creates it right after
+            other.create_experiment(name)
+            return None
+        return lookup(name)
+
+    monkeypatch.setattr(tracker.client, "get_experiment_by_name", missed_then_created)
+    assert tracker.ensure_experiment("ebm-0123456") == other.get_experiment_by_name("ebm-0123456").experiment_id
+    assert len(other.search_experiments(filter_string="name = 'ebm-0123456'")) == 1
+
+
 def test_a_stage_that_raises_ends_failed(mlflow_store):
     params = parse_params(tiny_params_dict())
     with pytest.raises(ZeroDivisionError):

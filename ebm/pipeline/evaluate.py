@@ -65,18 +65,20 @@ def evaluate(params: Params, paths: EvaluatePaths, network=None, track: bool = T
         ood.to_csv(paths.ood, index=False)
         gate = (e.longrun_max_fid_ratio * metrics["longrun_fid_floor"]) if "longrun_fid_floor" in metrics else None
         figures = draw_figures(result, samples, pd.read_csv(paths.history), paths, longrun_unit(params),
-                               "Langevin steps" if family == "ebm" else "Gibbs sweeps", gate)
+                               unit_name(params, sampler=True), gate)
         title = title or ("EBM experiment report" if family == "ebm" else f"{family.upper()} experiment report")
         write_report(params, paths, metrics, ood, figures, title, run, family, family_section, result.longrun_curve)
         run.metrics(metrics, on_parent=True)
+        tables = []
         if result.longrun_curve is not None:
             curve = result.longrun_curve
-            curve.to_csv(paths.figures / "longrun_curve.csv", index=False)
+            tables.append(paths.figures / "longrun_curve.csv")
+            curve.to_csv(tables[-1], index=False)
             for row in curve.itertuples(index=False):  # MLflow x axis: the chains' length in sampler steps
                 run.metrics({f"longrun_curve_{k}": getattr(row, k) for k in ("fid", "energy", "confident_share",
                                                                              "coverage")},
                             step=int(row.multiple * longrun_unit(params)))
-        for path in (paths.metrics, paths.ood, paths.report, *figures.values()):
+        for path in (paths.metrics, paths.ood, paths.report, *tables, *figures.values()):
             run.artifact(path)
     print("evaluate: " + ", ".join(f"{k}={metrics[k]:.4g}" for k in
                                    ("fid", "fid_real_floor", "kid", "coverage", "confident_share", "auroc_mixture")))
@@ -178,6 +180,13 @@ def longrun_unit(params: Params) -> int:
     return params.sampler.steps if params.model.family == "ebm" else params.generate.gibbs_steps
 
 
+def unit_name(params: Params, sampler: bool = False) -> str:
+    """What :func:`longrun_unit` counts: steps (``sampler``: Langevin steps) for the deep EBM,
+    sweeps (Gibbs sweeps) for rbm / dbn."""
+    ebm = params.model.family == "ebm"
+    return (("Langevin " if ebm else "Gibbs ") if sampler else "") + ("steps" if ebm else "sweeps")
+
+
 def longrun_gates(params: Params):
     from ebm.evaluation import LongrunGates
 
@@ -200,7 +209,7 @@ def longrun_paragraphs(params: Params, metrics: dict, curve=None) -> list[str]:
         (f"confident share {metrics['longrun_confident_share']:.3f} no more than {e.longrun_max_confident_drop:g} below "
          f"its start {metrics['longrun_confident_share_before']:.3f}", held["confident"]),
     ]
-    steps = f"{params.sampler.steps} steps" if params.model.family == "ebm" else f"{params.generate.gibbs_steps} sweeps"
+    steps = f"{longrun_unit(params)} {unit_name(params)}"
     out = [f"<p>{int(metrics['longrun_n'])} chains continued to {e.longrun_factor} x {steps}. "
            f"Before -> after: FID {metrics['longrun_fid_before']:.3g} -> {metrics['longrun_fid']:.3g}, KID "
            f"{metrics['longrun_kid_before']:.3g} -> {metrics['longrun_kid']:.3g}, coverage "
@@ -226,7 +235,7 @@ def longrun_paragraphs(params: Params, metrics: dict, curve=None) -> list[str]:
             path = lambda col, fmt: " -> ".join(format(v, fmt) for v in curve[col])  # noqa: E731
             kept = worst["confident_share"] >= curve["confident_share"].iloc[0] - 0.05
             out.append(f"<p>Along the way (the curve below, one point per {longrun_unit(params)} "
-                       f"{'steps' if params.model.family == 'ebm' else 'sweeps'}): FID {path('fid', '.3g')}, "
+                       f"{unit_name(params)}): FID {path('fid', '.3g')}, "
                        f"recall {path('recall', '.2f')}, precision {path('precision', '.2f')}, confident share "
                        f"{path('confident_share', '.2f')}. The classes that gain the most: {share(grew)}; that "
                        f"lose the most: {share(fell)}. "
