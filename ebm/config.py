@@ -113,6 +113,9 @@ class TrainConfig:
     weight_decay: float = 0.0
     ema_decay: float = 0.0
     buffer_shift: int = 0
+    kl_weight: float = 0.0
+    kl_repel: float = 0.0
+    kl_compare: int = 100
     monitor_every: int = 5
     monitor_n: int = 500
     strategy: str = "default"  # default | mirrored (all local GPUs / CPU devices) | multi_worker (TF_CONFIG)
@@ -143,6 +146,9 @@ class TrainConfig:
                f"must be in (0, 1]; got {self.rollback_lr_factor}")
         _check(0 <= self.ema_decay < 1, "ema_decay", f"must be in [0, 1) (0 = no moving average); got {self.ema_decay}")
         _check(self.buffer_shift >= 0, "buffer_shift", f"must be >= 0 pixels (0 = off); got {self.buffer_shift}")
+        _check(self.kl_weight >= 0, "kl_weight", f"must be >= 0 (0 = no KL term); got {self.kl_weight}")
+        _check(self.kl_repel >= 0, "kl_repel", f"must be >= 0 (0 = no entropy term); got {self.kl_repel}")
+        _check(self.kl_compare >= 1, "kl_compare", f"must be >= 1; got {self.kl_compare}")
         _check(self.monitor_every >= 1, "monitor_every", f"must be >= 1; got {self.monitor_every}")
         _check(self.strategy in ("default", "mirrored", "multi_worker"), "strategy",
                f"must be default, mirrored or multi_worker; got {self.strategy!r}")

@@ -11,8 +11,8 @@ import tensorflow as tf
 
 from ebm.augment import random_shift
 from ebm.buffer import ReplayBuffer
-from ebm.kernels import add_noise
-from ebm.losses import contrastive_divergence, energy_regulariser
+from ebm.kernels import add_noise, langevin_move
+from ebm.losses import contrastive_divergence, energy_regulariser, nearest_log_distance, through_sampler
 from ebm.network import chain_energy, energy_fn
 from ebm.sampler import LangevinSampler
 
@@ -28,11 +28,20 @@ class ContrastiveDivergenceModel(keras.Model):
     pixels before its chain runs (:func:`ebm.augment.random_shift`). ``ema_decay`` > 0 keeps an
     exponential moving average of the weights (:func:`ema_update`) after every step;
     :meth:`sampling_network` is the network with those weights, the one to sample from.
+
+    ``kl_weight`` > 0 adds the KL term of Du et al. (2021): the chain's last Langevin step is
+    taken again, differentiably in the weights (:meth:`_last_step`), and ``kl_weight`` x the
+    mean energy of its result, under the weights held fixed, is minimised *through that step*
+    (:func:`ebm.losses.through_sampler`): the network learns to make one step of its own sampler
+    go further downhill. ``kl_repel`` > 0 adds their entropy term to that objective: minus
+    ``kl_repel`` x the mean log distance of each negative to its nearest of ``kl_compare``
+    buffer examples. Metric ``kl``: that objective's value.
     """
 
     def __init__(self, energy_net: keras.Model, sampler: LangevinSampler, buffer: ReplayBuffer,
                  alpha: float = 0.1, real_noise: float = 0.005, seed: int = 0, buffer_shift: int = 0,
-                 ema_decay: float = 0.0, **kwargs):
+                 ema_decay: float = 0.0, kl_weight: float = 0.0, kl_repel: float = 0.0, kl_compare: int = 100,
+                 **kwargs):
         super().__init__(**kwargs)
         self.energy_net = energy_net
         self.sampler = sampler
@@ -41,6 +50,9 @@ class ContrastiveDivergenceModel(keras.Model):
         self.real_noise = real_noise
         self.buffer_shift = buffer_shift
         self.ema_decay = ema_decay
+        self.kl_weight = kl_weight
+        self.kl_repel = kl_repel
+        self.kl_compare = kl_compare
         self.rng = tf.random.Generator.from_seed(seed)
         self.val_rng = tf.random.Generator.from_seed(seed + 7919)  # validation noise, apart from training's
         self.lr_scale = tf.Variable(1.0, trainable=False, name="lr_scale")  # lowered by each rollback
@@ -49,7 +61,8 @@ class ContrastiveDivergenceModel(keras.Model):
         self.ema_weights = [tf.Variable(w, trainable=False, name="ema",  # the same on every replica
                                         aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
                             for w in energy_net.weights] if ema_decay > 0 else []
-        self.trackers = {name: keras.metrics.Mean(name=name) for name in ("loss", "cdiv", "reg", "real", "fake")}
+        names = ("loss", "cdiv", "reg", "real", "fake") + (("kl",) if kl_weight > 0 else ())
+        self.trackers = {name: keras.metrics.Mean(name=name) for name in names}
 
     @property
     def metrics(self):
@@ -65,23 +78,60 @@ class ContrastiveDivergenceModel(keras.Model):
         real = self._images(data)
         if self.real_noise > 0:
             real = add_noise(real, self.rng.make_seeds(1)[:, 0], self.real_noise)
-        fake = self.sampler.run(self.chain_energy, self._starts())
-        self.buffer.push(fake)
+        kl = self.kl_weight > 0
+        steps = self.sampler.steps - 1 if kl else self.sampler.steps  # with the KL term the last step runs below
+        fake = self.sampler.run(self.chain_energy, self._starts(), steps=steps) if steps > 0 else self._starts()
         chain = self.chain_energy  # the network's fast form: same energies and gradients
         # under tf.distribute each replica's loss is the mean over its share of the batch and the
         # optimizer sums the replicas' gradients: dividing by their number gives the batch mean's
         replicas = tf.distribute.get_replica_context().num_replicas_in_sync
         with tf.GradientTape() as tape:
+            if kl:
+                stepped = self._last_step(fake)  # depends on the weights through the step
+                fake = tf.stop_gradient(stepped)
             e_real, e_fake = tf.split(chain.energy(chain.to_state(tf.concat([real, fake], axis=0))), 2)
             cdiv = contrastive_divergence(e_real, e_fake)
             reg = self.alpha * energy_regulariser(e_real, e_fake)
             loss = cdiv + reg
+            extra = {}
+            if kl:
+                with tape.stop_recording():
+                    extra["kl"], direction = self._kl_objective(fake)
+                loss += self.kl_weight * through_sampler(stepped, direction)
             replica_loss = loss / replicas if replicas > 1 else loss
+        self.buffer.push(fake)
         weights = self.energy_net.trainable_weights
         self.optimizer.apply_gradients(zip(tape.gradient(replica_loss, weights), weights))
         if self.ema_weights:
             ema_update(self.ema_weights, self.energy_net.weights, self.ema_decay)
-        return self._update(loss=loss, cdiv=cdiv, reg=reg, real=tf.reduce_mean(e_real), fake=tf.reduce_mean(e_fake))
+        if kl:  # the surrogate's value means nothing: report the CD loss and the objective apart
+            loss = cdiv + reg
+        return self._update(loss=loss, cdiv=cdiv, reg=reg, real=tf.reduce_mean(e_real), fake=tf.reduce_mean(e_fake),
+                            **extra)
+
+    def _last_step(self, x):
+        """One step of the sampler's update in TF ops whose result stays differentiable in the
+        weights (the whole-chain op is not): noise, dE/dx under a recording tape, the clipped
+        move. Only the unclipped components of the move carry a gradient, as in the chain."""
+        s = self.sampler
+        if s.noise > 0:
+            x = add_noise(x, self.rng.make_seeds(1)[:, 0], s.noise)
+        with tf.GradientTape() as inner:
+            inner.watch(x)
+            total = tf.reduce_sum(self.energy(x))  # Keras' own layers: second derivatives exist (the fast form's swish has none)
+        return langevin_move(x, inner.gradient(total, x), s.step_size, s.grad_clip, native=False)
+
+    def _kl_objective(self, x):
+        """The KL term's objective on negatives ``x`` with the weights held fixed, and its
+        gradient in ``x``: mean E(x), minus ``kl_repel`` x the mean log nearest-neighbour
+        distance to ``kl_compare`` buffer examples."""
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            objective = tf.reduce_mean(self.energy(x))
+            if self.kl_repel > 0:
+                idx = self.rng.uniform([self.kl_compare], minval=0, maxval=self.buffer.size, dtype=tf.int32)
+                objective -= self.kl_repel * nearest_log_distance(x, tf.gather(self.buffer.examples, idx))
+        return objective, tape.gradient(objective, x)
 
     def _starts(self):
         """Chain starts from the buffer; replayed ones shifted when ``buffer_shift`` > 0 (fresh

@@ -87,38 +87,61 @@ def capture(model, epoch: int, history: list[dict]) -> TrainingState:
             arrays[f"{group}/{i}"] = np.array(v.numpy())
     for name, gen in generators(model).items():
         arrays[f"rng/{name}"] = gen.state.numpy()
-    buf = model.buffer
-    arrays.update({"buffer/examples": buf.examples.numpy(), "buffer/size": np.array(buf.size.numpy()),
-                   "buffer/head": np.array(buf.head.numpy()), "lr_scale": np.array(model.lr_scale.numpy()),
-                   "rollbacks": np.array(model.rollbacks.numpy())})
+    for name, var in _buffer_variables(model):
+        for replica, copy in enumerate(_local_copies(var)):
+            arrays[_buffer_key(name, replica)] = np.array(copy.numpy())
+    arrays.update({"lr_scale": np.array(model.lr_scale.numpy()), "rollbacks": np.array(model.rollbacks.numpy())})
     return TrainingState(epoch, [dict(row) for row in history], arrays)
 
 
 def restore(model, state: TrainingState) -> None:
     """Put ``state`` back into ``model`` (built with the same params). Raises :class:`ResumeError`
-    when the shapes do not match."""
+    when the state does not fit, before changing anything."""
     if not model.optimizer.built:
         model.optimizer.build(model.energy_net.trainable_variables)
+    pairs = []  # (variable, key): every check passes before the first assignment
     groups = {"net": model.energy_net.weights, "ema": model.ema_weights, "opt": model.optimizer.variables}
     for group, variables in groups.items():
         saved = sorted((k for k in state.arrays if k.startswith(group + "/")), key=lambda k: int(k.split("/")[1]))
         if len(saved) != len(variables):
             raise ResumeError(f"the saved state has {len(saved)} '{group}' variables, the model {len(variables)}")
-        for key, v in zip(saved, variables):
-            _assign(v, state.arrays[key], key)
-    for name, gen in generators(model).items():
-        _assign(gen.state, state.arrays[f"rng/{name}"], f"rng/{name}")
+        pairs += zip(variables, saved)
+    pairs += [(gen.state, f"rng/{name}") for name, gen in generators(model).items()]
+    for name, var in _buffer_variables(model):
+        copies = _local_copies(var)
+        saved = sum(1 for k in state.arrays if k == f"buffer/{name}" or k.startswith(f"buffer/{name}@"))
+        if saved != len(copies):
+            raise ResumeError(f"the saved state holds the replay buffers of {saved} replicas, this run has "
+                              f"{len(copies)}")
+        pairs += [(copy, _buffer_key(name, replica)) for replica, copy in enumerate(copies)]
+    pairs += [(model.lr_scale, "lr_scale"), (model.rollbacks, "rollbacks")]
+    for variable, key in pairs:
+        if key not in state.arrays:
+            raise ResumeError(f"the saved state has no '{key}'")
+        if tuple(variable.shape) != tuple(state.arrays[key].shape):
+            raise ResumeError(f"saved '{key}' has shape {tuple(state.arrays[key].shape)}, the model "
+                              f"{tuple(variable.shape)}")
+    for variable, key in pairs:
+        variable.assign(state.arrays[key])
+
+
+def _buffer_variables(model):
     buf = model.buffer
-    for name, var in (("examples", buf.examples), ("size", buf.size), ("head", buf.head)):
-        _assign(var, state.arrays[f"buffer/{name}"], f"buffer/{name}")
-    _assign(model.lr_scale, state.arrays["lr_scale"], "lr_scale")
-    _assign(model.rollbacks, state.arrays["rollbacks"], "rollbacks")
+    return ("examples", buf.examples), ("size", buf.size), ("head", buf.head)
 
 
-def _assign(variable, value: np.ndarray, key: str) -> None:
-    if tuple(variable.shape) != tuple(value.shape):
-        raise ResumeError(f"saved '{key}' has shape {tuple(value.shape)}, the model {tuple(variable.shape)}")
-    variable.assign(value)
+def _local_copies(variable) -> tuple:
+    """The copies of a variable held by this process: one per local replica under a
+    tf.distribute strategy (the replay buffer differs per replica), else the variable itself."""
+    import tensorflow as tf
+
+    return tuple(variable.values) if isinstance(variable, tf.distribute.DistributedValues) else (variable,)
+
+
+def _buffer_key(name: str, replica: int) -> str:
+    """``buffer/<name>`` for the first replica (and a single device), ``buffer/<name>@<replica>``
+    for the others."""
+    return f"buffer/{name}" if replica == 0 else f"buffer/{name}@{replica}"
 
 
 def save(path: str | Path, state: TrainingState, key: str) -> Path:

@@ -158,13 +158,17 @@ def test_fid_is_zero_on_itself_large_on_noise_and_falls_with_less_corruption(dig
     assert fids[-1] > 20 * fids[0]
 
 
-def test_kid_is_near_zero_for_same_distribution_and_large_for_noise(digits_and_features):
+@pytest.fixture
+def feature_sets(digits_and_features):
+    """The judge's features of the test digits, 500 training digits and uniform noise."""
     train, test, extract = digits_and_features
-    f_test, _ = extract(test.x)
-    f_train, _ = extract(train.x[:500])
-    f_noise, _ = extract(np.random.default_rng(1).uniform(-1, 1, test.x.shape).astype("float32"))
-    same, _ = M.kernel_inception_distance(f_train, f_test)
-    far, std = M.kernel_inception_distance(f_noise, f_test)
+    noise = np.random.default_rng(1).uniform(-1, 1, test.x.shape).astype("float32")
+    return {name: extract(x)[0] for name, x in (("test", test.x), ("train", train.x[:500]), ("noise", noise))}
+
+
+def test_kid_is_near_zero_for_same_distribution_and_large_for_noise(feature_sets):
+    same, _ = M.kernel_inception_distance(feature_sets["train"], feature_sets["test"])
+    far, std = M.kernel_inception_distance(feature_sets["noise"], feature_sets["test"])
     assert abs(same) < 0.05 * far and std >= 0
 
 
@@ -179,14 +183,10 @@ def test_coverage_of_one_class_is_zero_and_of_the_test_split_is_one(digits_and_f
     assert M.class_histogram(np.eye(10)[np.arange(10)]).tolist() == [0.1] * 10
 
 
-def test_precision_recall_separate_real_from_noise(digits_and_features):
-    train, test, extract = digits_and_features
-    f_test, _ = extract(test.x)
-    f_train, _ = extract(train.x[:500])
-    f_noise, _ = extract(np.random.default_rng(2).uniform(-1, 1, test.x.shape).astype("float32"))
-    p, r = M.precision_recall(f_test, f_train)
+def test_precision_recall_separate_real_from_noise(feature_sets):
+    p, r = M.precision_recall(feature_sets["test"], feature_sets["train"])
     assert p > 0.8 and r > 0.8
-    _, r = M.precision_recall(f_test, f_noise)
+    _, r = M.precision_recall(feature_sets["test"], feature_sets["noise"])
     assert r < 0.1  # noise covers none of the real digits
     # (k-NN precision of noise is left unasserted: the judge maps every outlier to one small
     # region of feature space, which can fall inside the large ball of one ambiguous real digit)

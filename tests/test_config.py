@@ -38,6 +38,8 @@ def test_project_params_parse_and_hash_is_stable():
         ({"train": {"max_rollbacks": -1}}, "train.max_rollbacks"),
         ({"train": {"rollback_lr_factor": 0.0}}, "train.rollback_lr_factor"),
         ({"train": {"max_abs_cdiv": 0}}, "train.max_abs_cdiv"),
+        ({"train": {"kl_weight": -1.0}}, "train.kl_weight"),
+        ({"train": {"kl_compare": 0}}, "train.kl_compare"),
         ({"model": {"family": "rbm"}, "generate": {"gibbs_steps": 10, "snapshot_steps": [0, 20]}},
          "generate.snapshot_steps"),
     ],

@@ -1,5 +1,6 @@
 """tf.distribute: `mirrored` on a CPU split into two logical devices takes the same step as one
-device, and `multi_worker` trains with two real worker processes on loopback (TF_CONFIG).
+device (and its saved state keeps each replica's buffer), and `multi_worker` trains with two real
+worker processes on loopback (TF_CONFIG).
 Each case runs in its own process: devices and collectives are fixed when TensorFlow starts."""
 
 import json
@@ -46,6 +47,22 @@ STEP = textwrap.dedent("""
         out[f"{name}/ema"] = np.concatenate([w.numpy().ravel() for w in model.ema_weights])
         out[f"{name}/replicas"] = np.array(strategy.num_replicas_in_sync)
         out[f"{name}/buffer_rows"] = np.array(model.buffer.capacity)
+    # a saved training state holds each replica's own buffer, and gives each back its own
+    from ebm import resume
+    replica_id = lambda: tf.cast(tf.distribute.get_replica_context().replica_id_in_sync_group, tf.float32)
+    strategy.run(lambda: model.buffer.examples.assign(tf.fill(model.buffer.examples.shape, replica_id())))
+    state = resume.capture(model, 1, [])
+    strategy.run(lambda: model.buffer.examples.assign(tf.fill(model.buffer.examples.shape, 9.0)))
+    resume.restore(model, state)
+    out["restored"] = np.array([v.numpy().mean() for v in strategy.experimental_local_results(model.buffer.examples)])
+    raw["train"]["strategy"] = "default"
+    single = build_model(parse_params(raw))
+    before = [w.numpy() for w in single.energy_net.weights]
+    try:
+        resume.restore(single, state)
+    except resume.ResumeError as err:
+        out["mismatch"] = np.array(str(err))
+    out["untouched"] = np.array(all(np.array_equal(a, w.numpy()) for a, w in zip(before, single.energy_net.weights)))
     np.savez(sys.argv[3], **out)
 """)
 
@@ -70,6 +87,10 @@ def test_mirrored_on_two_cpu_devices_takes_the_single_device_step(tmp_path, mnis
     # the same step: the gradient of the whole batch's mean loss, not the sum over replicas
     np.testing.assert_allclose(r["mirrored/weights"], r["default/weights"], atol=moved * 1e-3)
     np.testing.assert_allclose(r["mirrored/ema"], r["default/ema"], atol=moved * 1e-3)
+    # resume: each replica's buffer comes back to that replica; a state of two replicas does not
+    # load into one, and the failed load changes nothing
+    assert r["restored"].tolist() == [0.0, 1.0]
+    assert "replay buffers of 2 replicas, this run has 1" in str(r["mismatch"]) and bool(r["untouched"])
 
 
 WORKER = textwrap.dedent("""

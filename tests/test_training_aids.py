@@ -68,15 +68,64 @@ def digits(n=16):
     return load_mnist5k(DataConfig())[0].x[:n]
 
 
-def test_a_cd_step_lowers_real_energy_relative_to_the_negatives():
-    model = tiny_model()
+@pytest.mark.parametrize("kwargs", [{}, {"kl_weight": 1.0, "kl_repel": 0.3, "kl_compare": 8}], ids=["cd", "cd+kl"])
+def test_a_cd_step_lowers_real_energy_relative_to_the_negatives(kwargs):
+    model = tiny_model(**kwargs)
     real = tf.constant(digits())
     starts = model.buffer.examples[:16]
     gap = lambda: float(tf.reduce_mean(model.energy(real)) - tf.reduce_mean(model.energy(starts)))  # noqa: E731
     before = gap()
     for _ in range(5):
-        model.train_step(real)
+        logs = model.train_step(real)
     assert gap() < before - 1e-3
+    assert ("kl" in logs) == bool(kwargs) and all(np.isfinite(float(v)) for v in logs.values())
+
+
+def test_nearest_log_distance_is_the_mean_log_distance_to_the_nearest_other():
+    from ebm.losses import nearest_log_distance
+
+    rng = np.random.default_rng(0)
+    x, others = rng.uniform(-1, 1, (5, 4, 4, 1)), rng.uniform(-1, 1, (7, 4, 4, 1))
+    dist = np.linalg.norm(x.reshape(5, 1, -1) - others.reshape(1, 7, -1), axis=-1)
+    expected = np.mean(np.log(dist.min(axis=1)))
+    got = float(nearest_log_distance(tf.constant(x, tf.float32), tf.constant(others, tf.float32)))
+    assert got == pytest.approx(expected, abs=1e-4)
+
+
+def test_the_kl_term_is_the_gradient_through_the_last_step_with_the_energy_held_fixed():
+    """d/dw of mean E_w0(step_w(x)) at w = w0, the KL term of Du et al. (2021), against central
+    differences along a random direction of every weight. Large clip, small step and no noise
+    keep the step smooth (no clipped component) so that differences measure the derivative."""
+    from ebm.losses import through_sampler
+
+    model = tiny_model(kl_weight=1.0)
+    model.sampler.noise, model.sampler.grad_clip, model.sampler.step_size = 0.0, 1e3, 0.5
+    x = tf.constant(np.random.default_rng(1).uniform(-0.5, 0.5, (6, 32, 32, 1)), tf.float32)
+    weights = model.energy_net.trainable_weights
+    w0 = [w.numpy() for w in weights]
+    with tf.GradientTape() as tape:
+        stepped = model._last_step(x)
+        _, direction = model._kl_objective(tf.stop_gradient(stepped))
+        term = through_sampler(stepped, direction)
+    grads = [tf.zeros_like(w) if g is None else g  # the last bias moves no input gradient
+             for w, g in zip(weights, tape.gradient(term, weights))]
+    assert np.abs(stepped.numpy()).max() < 1 and sum(float(tf.reduce_sum(g * g)) for g in grads) > 0
+
+    rng = np.random.default_rng(2)
+    v = [rng.standard_normal(w.shape).astype(np.float32) for w in w0]
+
+    def objective(eps):  # the step taken with w0 + eps * v, its result scored by w0's energy
+        for w, a, b in zip(weights, w0, v):
+            w.assign(a + eps * b)
+        moved = model._last_step(x)
+        for w, a in zip(weights, w0):
+            w.assign(a)
+        return float(tf.reduce_mean(tf.cast(model.energy(moved), tf.float64)))
+
+    eps = 1e-2
+    numeric = (objective(eps) - objective(-eps)) / (2 * eps)
+    analytic = sum(float(tf.reduce_sum(g * b)) for g, b in zip(grads, v))
+    assert abs(numeric) > 1e-4 and analytic == pytest.approx(numeric, rel=0.05)
 
 
 def test_sampling_network_holds_the_moving_average():

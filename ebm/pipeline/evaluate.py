@@ -69,16 +69,15 @@ def evaluate(params: Params, paths: EvaluatePaths, network=None, track: bool = T
         title = title or ("EBM experiment report" if family == "ebm" else f"{family.upper()} experiment report")
         write_report(params, paths, metrics, ood, figures, title, run, family, family_section, result.longrun_curve)
         run.metrics(metrics, on_parent=True)
-        tables = []
         if result.longrun_curve is not None:
             curve = result.longrun_curve
-            tables.append(paths.figures / "longrun_curve.csv")
-            curve.to_csv(tables[-1], index=False)
+            curve.to_csv(paths.figures / "longrun_curve.csv", index=False)
+            run.artifact(paths.figures / "longrun_curve.csv")
             for row in curve.itertuples(index=False):  # MLflow x axis: the chains' length in sampler steps
                 run.metrics({f"longrun_curve_{k}": getattr(row, k) for k in ("fid", "energy", "confident_share",
                                                                              "coverage")},
                             step=int(row.multiple * longrun_unit(params)))
-        for path in (paths.metrics, paths.ood, paths.report, *tables, *figures.values()):
+        for path in (paths.metrics, paths.ood, paths.report, *figures.values()):
             run.artifact(path)
     print("evaluate: " + ", ".join(f"{k}={metrics[k]:.4g}" for k in
                                    ("fid", "fid_real_floor", "kid", "coverage", "confident_share", "auroc_mixture")))

@@ -43,7 +43,8 @@ def build_model(params: Params, energy_net=None, steps_per_epoch: int = 1, strat
         sampler = LangevinSampler(s.steps, s.step_size, s.noise, s.grad_clip, seed=t.seed + 1, splits=splits)
         buffer = ReplayBuffer(capacity, batch, IMAGE_SHAPE, t.fresh_fraction, seed=t.seed + 2)
         model = ContrastiveDivergenceModel(energy_net, sampler, buffer, alpha=t.alpha, real_noise=t.real_noise,
-                                           seed=t.seed + 3, buffer_shift=t.buffer_shift, ema_decay=t.ema_decay)
+                                           seed=t.seed + 3, buffer_shift=t.buffer_shift, ema_decay=t.ema_decay,
+                                           kl_weight=t.kl_weight, kl_repel=t.kl_repel, kl_compare=t.kl_compare)
         lr = t.learning_rate
         if t.lr_schedule == "cosine":
             lr = keras.optimizers.schedules.CosineDecay(t.learning_rate, decay_steps=t.epochs * steps_per_epoch,
