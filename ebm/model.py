@@ -116,9 +116,9 @@ class ContrastiveDivergenceModel(keras.Model):
         s = self.sampler
         if s.noise > 0:
             x = add_noise(x, self.rng.make_seeds(1)[:, 0], s.noise)
-        with tf.GradientTape() as inner:
+        with tf.GradientTape() as inner:  # Keras' own layers: the fast form's swish has no second derivative
             inner.watch(x)
-            total = tf.reduce_sum(self.energy(x))  # Keras' own layers: second derivatives exist (the fast form's swish has none)
+            total = tf.reduce_sum(self.energy(x))
         return langevin_move(x, inner.gradient(total, x), s.step_size, s.grad_clip, native=False)
 
     def _kl_objective(self, x):
