@@ -119,7 +119,8 @@ class BufferCoverage(keras.callbacks.Callback):
     of the ``n`` newest replay-buffer negatives, each labelled by its nearest real training image
     (``buffer_coverage``: :func:`ebm.metrics.coverage` of those labels, 1 = all ten digits
     equally, 0 = one), and their median distance to that image
-    (``buffer_nn_dist``). Attach it before the callbacks that record the logs."""
+    (``buffer_nn_dist``); with persistent chains, also the class coverage of (at most ``n`` of)
+    them (``chain_coverage``). Attach it before the callbacks that record the logs."""
 
     def __init__(self, reference, labels, every: int, n: int):
         super().__init__()
@@ -130,10 +131,13 @@ class BufferCoverage(keras.callbacks.Callback):
             return
         from ebm import metrics
 
-        samples = self.model.buffer.newest(self.n).numpy()
-        dist, idx = metrics.nearest(samples, self.reference)
+        buffer = self.model.buffer
+        dist, idx = metrics.nearest(buffer.newest(self.n).numpy(), self.reference)
         logs["buffer_coverage"] = metrics.coverage(np.eye(10)[self.labels[idx]])
         logs["buffer_nn_dist"] = float(np.median(dist))
+        if buffer.persistent:
+            _, idx = metrics.nearest(buffer.chains.numpy()[:self.n], self.reference)
+            logs["chain_coverage"] = metrics.coverage(np.eye(10)[self.labels[idx]])
 
 
 class EnergyCheckpoint(keras.callbacks.Callback):

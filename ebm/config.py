@@ -99,6 +99,8 @@ class TrainConfig:
     real_noise: float = 0.005
     buffer_size: int = 8192
     fresh_fraction: float = 0.05
+    persistent_chains: int = 0  # PCD chains kept for the whole run beside the ring buffer (0 = none)
+    persistent_share: float = 0.25  # ... the share of each batch's negatives they make
     seed: int = 0
     sampler: SamplerConfig = field(default_factory=lambda: SamplerConfig(steps=60))
     sampler_splits: int = 0
@@ -132,6 +134,14 @@ class TrainConfig:
         _check(self.real_noise >= 0, "real_noise", f"must be >= 0; got {self.real_noise}")
         _check(self.buffer_size >= self.batch_size, "buffer_size", "must be >= batch_size")
         _check(0 <= self.fresh_fraction <= 1, "fresh_fraction", "must be in [0, 1]")
+        _check(self.persistent_chains >= 0, "persistent_chains", f"must be >= 0 (0 = none); got {self.persistent_chains}")
+        _check(0 < self.persistent_share < 1, "persistent_share", f"must be in (0, 1); got {self.persistent_share}")
+        if self.persistent_chains:
+            rows = self.persistent_rows(self.batch_size)
+            _check(0 < rows < self.batch_size, "persistent_share",
+                   f"{self.persistent_share} of batch_size {self.batch_size} gives {rows} rows; need 1 to batch_size - 1")
+            _check(self.persistent_chains >= rows, "persistent_chains",
+                   f"must be >= the persistent rows of each batch ({rows}); got {self.persistent_chains}")
         _check(self.sampler_splits >= 0, "sampler_splits", "must be >= 0 (0 = automatic)")
         _check(self.intra_op_threads >= 0, "intra_op_threads", "must be >= 0 (0 = automatic)")
         _check(self.inter_op_threads >= 0, "inter_op_threads", "must be >= 0 (0 = automatic)")
@@ -153,6 +163,10 @@ class TrainConfig:
         _check(self.strategy in ("default", "mirrored", "multi_worker"), "strategy",
                f"must be default, mirrored or multi_worker; got {self.strategy!r}")
         _check(self.monitor_n >= 2, "monitor_n", f"must be >= 2; got {self.monitor_n}")
+
+    def persistent_rows(self, batch: int) -> int:
+        """Rows of a batch of ``batch`` negatives that come from the persistent chains."""
+        return int(round(self.persistent_share * batch)) if self.persistent_chains else 0
 
 
 @dataclass(frozen=True)

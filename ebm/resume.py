@@ -127,7 +127,8 @@ def restore(model, state: TrainingState) -> None:
 
 def _buffer_variables(model):
     buf = model.buffer
-    return ("examples", buf.examples), ("size", buf.size), ("head", buf.head)
+    persistent = (("chains", buf.chains), ("chain_head", buf.chain_head)) if buf.persistent else ()
+    return ("examples", buf.examples), ("size", buf.size), ("head", buf.head), *persistent
 
 
 def _local_copies(variable) -> tuple:

@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from ebm.buffer import ReplayBuffer
@@ -35,3 +36,38 @@ def test_sample_draws_from_filled_slots_only():
     values = np.concatenate([buf.sample().numpy()[:, 0, 0, 0] for _ in range(50)])
     assert np.mean(values == 0.5) > 0.3
     assert np.all(np.isin(values, np.concatenate([[0.5], buf.examples.numpy()[:8, 0, 0, 0]])))
+
+
+def test_persistent_chains_fill_the_last_rows_in_turn_and_are_written_back_in_place():
+    buf = ReplayBuffer(capacity=32, batch_size=8, image_shape=(2, 2, 1), fresh_fraction=1.0, seed=3,
+                       persistent=6, persistent_rows=2)
+    buf.chains.assign(tf.reshape(tf.range(6, dtype=tf.float32), (6, 1, 1, 1)) * tf.ones((6, 2, 2, 1)))
+    seen = []
+    for step in range(6):
+        x, fresh = buf.sample(with_mask=True)
+        assert x.shape == (8, 2, 2, 1)
+        assert fresh.numpy().tolist() == [True] * 6 + [False] * 2  # every ring row fresh here, no chain row
+        seen += x.numpy()[6:, 0, 0, 0].tolist()
+        buf.push(x + 100.0)  # "refine" every row
+    # round robin: each of the 6 chains twice, in order, the second time after its own refinement
+    assert seen == [0, 1, 2, 3, 4, 5, 100, 101, 102, 103, 104, 105]
+    assert buf.chains.numpy()[:, 0, 0, 0].tolist() == [200, 201, 202, 203, 204, 205]
+    assert np.all(np.abs(buf.examples.numpy()[8:8 + 6 * 6]) >= 99)  # the ring took 6 rows per batch
+    assert int(buf.size) == 32 and int(buf.head) == (8 + 36) % 32
+
+
+def test_persistent_chains_are_never_restarted_from_noise():
+    buf = ReplayBuffer(capacity=64, batch_size=16, image_shape=(2, 2, 1), fresh_fraction=1.0, seed=4,
+                       persistent=8, persistent_rows=4)
+    buf.chains.assign(tf.fill((8, 2, 2, 1), 5.0))  # outside [-1, 1]: noise would be visible
+    for _ in range(20):
+        x = buf.sample()
+        assert np.all(x.numpy()[12:] == 5.0) and np.all(np.abs(x.numpy()[:12]) <= 1.0)
+        buf.push(x)
+
+
+def test_persistent_rows_must_leave_room_for_the_ring():
+    with pytest.raises(ValueError, match="persistent_rows"):
+        ReplayBuffer(capacity=64, batch_size=8, image_shape=(2, 2, 1), persistent=16, persistent_rows=8)
+    with pytest.raises(ValueError, match="persistent"):
+        ReplayBuffer(capacity=64, batch_size=8, image_shape=(2, 2, 1), persistent=2, persistent_rows=4)

@@ -38,6 +38,7 @@ STEP = textwrap.dedent("""
         # every chain starts from one image, without noise: the negatives do not depend on
         # which replica's buffer or random stream they come from
         model.buffer.examples.assign(tf.fill(model.buffer.examples.shape, -0.5))
+        model.buffer.chains.assign(tf.fill(model.buffer.chains.shape, -0.5))
         out[f"{name}/init"] = np.concatenate([w.numpy().ravel() for w in model.energy_net.weights])
         order = np.arange(len(x))[None]
         data = distribute.distributed_batches(strategy, x, order) if name == "mirrored" \\
@@ -47,6 +48,7 @@ STEP = textwrap.dedent("""
         out[f"{name}/ema"] = np.concatenate([w.numpy().ravel() for w in model.ema_weights])
         out[f"{name}/replicas"] = np.array(strategy.num_replicas_in_sync)
         out[f"{name}/buffer_rows"] = np.array(model.buffer.capacity)
+        out[f"{name}/chains"] = np.array([model.buffer.persistent, model.buffer.persistent_rows])
     # a saved training state holds each replica's own buffer, and gives each back its own
     from ebm import resume
     replica_id = lambda: tf.cast(tf.distribute.get_replica_context().replica_id_in_sync_group, tf.float32)
@@ -70,7 +72,7 @@ STEP = textwrap.dedent("""
 def test_mirrored_on_two_cpu_devices_takes_the_single_device_step(tmp_path, mnist5k):
     raw = tiny_params_dict()
     raw["train"].update(batch_size=32, buffer_size=256, real_noise=0.0, fresh_fraction=0.0, ema_decay=0.9,
-                        lr_schedule="constant", learning_rate=0.001)
+                        lr_schedule="constant", learning_rate=0.001, persistent_chains=64, persistent_share=0.25)
     raw["train"]["sampler"].update(noise=0.0, steps=3)
     (tmp_path / "p.yaml").write_text(yaml.safe_dump(raw))
     np.savez(tmp_path / "x.npz", x=mnist5k[0].x[:32])  # 32 different digits: 16 per replica
@@ -81,6 +83,7 @@ def test_mirrored_on_two_cpu_devices_takes_the_single_device_step(tmp_path, mnis
     r = np.load(tmp_path / "out.npz")
     assert int(r["mirrored/replicas"]) == 2 and int(r["default/replicas"]) == 1
     assert int(r["mirrored/buffer_rows"]) == 128  # each replica keeps half the buffer
+    assert r["mirrored/chains"].tolist() == [32, 4] and r["default/chains"].tolist() == [64, 8]  # and half the chains
     np.testing.assert_array_equal(r["default/init"], r["mirrored/init"])
     moved = np.abs(r["default/weights"] - r["default/init"]).max()
     assert moved > 1e-4  # the step did something

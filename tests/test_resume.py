@@ -52,7 +52,7 @@ def _weights(path):
 
 @pytest.fixture
 def prepared(tmp_path, mlflow_store):
-    raw = small_params(epochs=4)
+    raw = small_params(epochs=4, persistent_chains=64)  # the ring buffer and the persistent chains both resume
     pipeline.prepare(parse_params(raw), pipeline.PreparePaths(data=tmp_path / "data"))
     return raw, tmp_path / "data"
 

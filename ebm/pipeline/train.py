@@ -41,7 +41,12 @@ def build_model(params: Params, energy_net=None, steps_per_epoch: int = 1, strat
         energy_net = energy_net or build_energy_network(params.model)
         splits = split_count(batch, t.sampler_splits, on_gpu())
         sampler = LangevinSampler(s.steps, s.step_size, s.noise, s.grad_clip, seed=t.seed + 1, splits=splits)
-        buffer = ReplayBuffer(capacity, batch, IMAGE_SHAPE, t.fresh_fraction, seed=t.seed + 2)
+        chains = t.persistent_chains // strategy.num_replicas_in_sync  # each replica its share, like the ring
+        if t.persistent_chains and chains < t.persistent_rows(batch):
+            raise ConfigError("train.persistent_chains", f"{t.persistent_chains} over {strategy.num_replicas_in_sync} "
+                              f"replicas leaves {chains} per replica, fewer than a batch's {t.persistent_rows(batch)}")
+        buffer = ReplayBuffer(capacity, batch, IMAGE_SHAPE, t.fresh_fraction, seed=t.seed + 2,
+                              persistent=chains, persistent_rows=t.persistent_rows(batch))
         model = ContrastiveDivergenceModel(energy_net, sampler, buffer, alpha=t.alpha, real_noise=t.real_noise,
                                            seed=t.seed + 3, buffer_shift=t.buffer_shift, ema_decay=t.ema_decay,
                                            kl_weight=t.kl_weight, kl_repel=t.kl_repel, kl_compare=t.kl_compare)
