@@ -92,20 +92,18 @@ class ContrastiveDivergenceModel(keras.Model):
             e_real, e_fake = tf.split(chain.energy(chain.to_state(tf.concat([real, fake], axis=0))), 2)
             cdiv = contrastive_divergence(e_real, e_fake)
             reg = self.alpha * energy_regulariser(e_real, e_fake)
-            loss = cdiv + reg
+            loss = objective = cdiv + reg
             extra = {}
-            if kl:
+            if kl:  # the surrogate is differentiated, not reported: its value means nothing
                 with tape.stop_recording():
                     extra["kl"], direction = self._kl_objective(fake)
-                loss += self.kl_weight * through_sampler(stepped, direction)
-            replica_loss = loss / replicas if replicas > 1 else loss
+                objective = loss + self.kl_weight * through_sampler(stepped, direction)
+            replica_loss = objective / replicas if replicas > 1 else objective
         self.buffer.push(fake)
         weights = self.energy_net.trainable_weights
         self.optimizer.apply_gradients(zip(tape.gradient(replica_loss, weights), weights))
         if self.ema_weights:
             ema_update(self.ema_weights, self.energy_net.weights, self.ema_decay)
-        if kl:  # the surrogate's value means nothing: report the CD loss and the objective apart
-            loss = cdiv + reg
         return self._update(loss=loss, cdiv=cdiv, reg=reg, real=tf.reduce_mean(e_real), fake=tf.reduce_mean(e_fake),
                             **extra)
 
