@@ -118,6 +118,7 @@ class TrainConfig:
     kl_weight: float = 0.0
     kl_repel: float = 0.0
     kl_compare: int = 100
+    class_balance: float = 0.0  # > 0: weight of the between-class variance of real digits' energies (needs labels)
     monitor_every: int = 5
     monitor_n: int = 500
     strategy: str = "default"  # default | mirrored (all local GPUs / CPU devices) | multi_worker (TF_CONFIG)
@@ -159,6 +160,7 @@ class TrainConfig:
         _check(self.kl_weight >= 0, "kl_weight", f"must be >= 0 (0 = no KL term); got {self.kl_weight}")
         _check(self.kl_repel >= 0, "kl_repel", f"must be >= 0 (0 = no entropy term); got {self.kl_repel}")
         _check(self.kl_compare >= 1, "kl_compare", f"must be >= 1; got {self.kl_compare}")
+        _check(self.class_balance >= 0, "class_balance", f"must be >= 0 (0 = off); got {self.class_balance}")
         _check(self.monitor_every >= 1, "monitor_every", f"must be >= 1; got {self.monitor_every}")
         _check(self.strategy in ("default", "mirrored", "multi_worker"), "strategy",
                f"must be default, mirrored or multi_worker; got {self.strategy!r}")

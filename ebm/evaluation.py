@@ -69,6 +69,7 @@ class Evaluation:
     nn_test: np.ndarray
     longrun_samples: np.ndarray | None = None
     longrun_curve: pd.DataFrame | None = None  # one row per multiple of the generation length: see longrun_row
+    class_energies: np.ndarray | None = None  # mean energy of the real test digits of each class (labelled data)
 
 
 def energies_of(energy, x: np.ndarray, batch_size: int = 500) -> np.ndarray:
@@ -77,7 +78,7 @@ def energies_of(energy, x: np.ndarray, batch_size: int = 500) -> np.ndarray:
 
 def evaluate(energy, classifier, train_x: np.ndarray, test_x: np.ndarray, samples: np.ndarray, seed: int = 0,
              longrun=None, longrun_n: int = 500, gates: LongrunGates = LongrunGates(),
-             batch_size: int = 500) -> Evaluation:
+             batch_size: int = 500, test_y: np.ndarray | None = None) -> Evaluation:
     """All metrics for ``samples`` drawn from ``energy`` (a function x -> E(x)).
 
     ``longrun``: optional callable ``samples -> {multiple: states}`` that runs the chains
@@ -85,6 +86,10 @@ def evaluate(energy, classifier, train_x: np.ndarray, test_x: np.ndarray, sample
     largest being the end; the first ``longrun_n`` samples go through it, the end states are
     scored under ``longrun_*`` names against ``gates``, and every recorded multiple (and 1, the
     samples themselves) gets a row of ``longrun_curve``.
+
+    ``test_y``: the test digits' labels, when known: ``class_energies`` holds each class's mean
+    energy, and ``energy_class_std`` (their spread, weighted by class size) and
+    ``energy_class_gap`` (highest minus lowest) measure how unevenly the model ranks the classes.
     """
     rng = np.random.default_rng(seed)
     extract = FeatureExtractor(classifier)
@@ -124,6 +129,15 @@ def evaluate(energy, classifier, train_x: np.ndarray, test_x: np.ndarray, sample
         **{f"auroc_{name.replace(' ', '_').replace('-', '_')}": v for name, v in aurocs.items()},
     }
     result = Evaluation(values, e, ood_e, aurocs, M.class_histogram(p_gen), p_gen, nn_gen, nn_test)
+    if test_y is not None and (np.asarray(test_y) >= 0).all():
+        labels = np.asarray(test_y)
+        present = np.unique(labels)
+        means = np.array([e["real test"][labels == c].mean() for c in present])
+        shares = np.array([np.mean(labels == c) for c in present])
+        result.class_energies = np.full(int(present.max()) + 1, np.nan)
+        result.class_energies[present] = means
+        values["energy_class_std"] = float(np.sqrt(np.sum(shares * (means - e["real test"].mean()) ** 2)))
+        values["energy_class_gap"] = float(means.max() - means.min())
     if longrun is not None:
         k = min(len(samples), longrun_n)
         more = longrun(samples[:k])

@@ -32,3 +32,17 @@ def through_sampler(x: tf.Tensor, direction: tf.Tensor) -> tf.Tensor:
     the weights and ``direction`` = dJ/dx evaluated with the weights held fixed (the KL term of
     Du et al. 2021: J = mean E(x) under a stopped copy of the network). Its value means nothing."""
     return tf.reduce_sum(tf.stop_gradient(direction) * x)
+
+
+def class_energy_spread(energies: tf.Tensor, labels: tf.Tensor, classes: int = 10) -> tf.Tensor:
+    """Between-class variance of the energies of labelled digits: sum over the classes present
+    of (their share of the batch) x (their mean energy - the batch's mean energy)^2. Zero when
+    every class has the same mean energy. Contrastive divergence with short-run negatives leaves
+    these class offsets free (a chain from noise settles in one class long before their depths
+    matter), and chains run long slide from the classes given high energy into those given low."""
+    labels = tf.cast(labels, tf.int32)
+    counts = tf.math.unsorted_segment_sum(tf.ones_like(energies), labels, classes)
+    sums = tf.math.unsorted_segment_sum(energies, labels, classes)
+    shares = counts / tf.reduce_sum(counts)
+    means = tf.math.divide_no_nan(sums, counts)
+    return tf.reduce_sum(shares * tf.square(means - tf.reduce_mean(energies)))

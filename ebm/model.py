@@ -12,7 +12,7 @@ import tensorflow as tf
 from ebm.augment import random_shift
 from ebm.buffer import ReplayBuffer
 from ebm.kernels import add_noise, langevin_move
-from ebm.losses import contrastive_divergence, energy_regulariser, nearest_log_distance, through_sampler
+from ebm.losses import class_energy_spread, contrastive_divergence, energy_regulariser, nearest_log_distance, through_sampler
 from ebm.network import chain_energy, energy_fn
 from ebm.sampler import LangevinSampler
 
@@ -20,7 +20,8 @@ from ebm.sampler import LangevinSampler
 class ContrastiveDivergenceModel(keras.Model):
     """Trains E(x) by contrastive divergence with replay-buffer Langevin negatives.
 
-    Metrics (energies, so lower = more data-like): ``loss`` = cdiv + reg, ``cdiv``,
+    Metrics (energies, so lower = more data-like): ``loss`` = cdiv + reg (+ the class-balance
+    term when on), ``cdiv``,
     ``reg`` = alpha * mean(E_real^2 + E_fake^2), ``real`` = mean E(real), ``fake`` = mean E(negatives). ``test_step`` scores real
     test images against uniform noise (``cdiv``, ``real``, ``fake``).
 
@@ -36,12 +37,17 @@ class ContrastiveDivergenceModel(keras.Model):
     go further downhill. ``kl_repel`` > 0 adds their entropy term to that objective: minus
     ``kl_repel`` x the mean log distance of each negative to its nearest of ``kl_compare``
     buffer examples. Metric ``kl``: that objective's value.
+
+    ``class_balance`` > 0 adds ``class_balance`` x the between-class variance of the real
+    digits' energies (:func:`ebm.losses.class_energy_spread`) to the loss; the batches must then
+    be ``(images, labels)``. Metric ``spread``: that variance (the term's value / its weight).
+    Under ``tf.distribute`` each replica measures it on its own share of the batch.
     """
 
     def __init__(self, energy_net: keras.Model, sampler: LangevinSampler, buffer: ReplayBuffer,
                  alpha: float = 0.1, real_noise: float = 0.005, seed: int = 0, buffer_shift: int = 0,
                  ema_decay: float = 0.0, kl_weight: float = 0.0, kl_repel: float = 0.0, kl_compare: int = 100,
-                 **kwargs):
+                 class_balance: float = 0.0, **kwargs):
         super().__init__(**kwargs)
         self.energy_net = energy_net
         self.sampler = sampler
@@ -53,6 +59,7 @@ class ContrastiveDivergenceModel(keras.Model):
         self.kl_weight = kl_weight
         self.kl_repel = kl_repel
         self.kl_compare = kl_compare
+        self.class_balance = class_balance
         self.rng = tf.random.Generator.from_seed(seed)
         self.val_rng = tf.random.Generator.from_seed(seed + 7919)  # validation noise, apart from training's
         self.lr_scale = tf.Variable(1.0, trainable=False, name="lr_scale")  # lowered by each rollback
@@ -61,7 +68,8 @@ class ContrastiveDivergenceModel(keras.Model):
         self.ema_weights = [tf.Variable(w, trainable=False, name="ema",  # the same on every replica
                                         aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
                             for w in energy_net.weights] if ema_decay > 0 else []
-        names = ("loss", "cdiv", "reg", "real", "fake") + (("kl",) if kl_weight > 0 else ())
+        names = (("loss", "cdiv", "reg", "real", "fake") + (("kl",) if kl_weight > 0 else ())
+                 + (("spread",) if class_balance > 0 else ()))
         self.trackers = {name: keras.metrics.Mean(name=name) for name in names}
 
     @property
@@ -92,8 +100,12 @@ class ContrastiveDivergenceModel(keras.Model):
             e_real, e_fake = tf.split(chain.energy(chain.to_state(tf.concat([real, fake], axis=0))), 2)
             cdiv = contrastive_divergence(e_real, e_fake)
             reg = self.alpha * energy_regulariser(e_real, e_fake)
-            loss = objective = cdiv + reg
+            loss = cdiv + reg
             extra = {}
+            if self.class_balance > 0:
+                extra["spread"] = class_energy_spread(e_real, self._labels(data))
+                loss += self.class_balance * extra["spread"]
+            objective = loss
             if kl:  # the surrogate is differentiated, not reported: its value means nothing
                 with tape.stop_recording():
                     extra["kl"], direction = self._kl_objective(fake)
@@ -168,6 +180,12 @@ class ContrastiveDivergenceModel(keras.Model):
     @staticmethod
     def _images(data):
         return data[0] if isinstance(data, (tuple, list)) else data
+
+    @staticmethod
+    def _labels(data):
+        if not isinstance(data, (tuple, list)) or len(data) < 2:
+            raise ValueError("class_balance > 0 needs labelled batches: (images, labels)")
+        return data[1]
 
 
 class ScaledSchedule(keras.optimizers.schedules.LearningRateSchedule):

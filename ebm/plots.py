@@ -118,6 +118,11 @@ def save_loss_curves(history: pd.DataFrame, path: str | Path) -> Path:
               ("pseudo-log-likelihood (nats)", ("pseudo_likelihood", "val_pseudo_likelihood"))]
     panels = [(title, [c for c in cols if c in history]) for title, cols in groups]
     panels = [(title, cols) for title, cols in panels if cols]
+    if not panels:  # a model file evaluated on its own (`ebm evaluate --model`): no history to draw
+        with _figure(path, 1, 1, (5, 1.5)) as (_, axes):
+            axes[0][0].text(0.5, 0.5, "no training history for this model", ha="center", va="center")
+            axes[0][0].set_axis_off()
+        return Path(path)
     with _figure(path, 1, len(panels), (5 * len(panels), 3.5)) as (_, axes):
         for ax, (title, cols) in zip(axes[0], panels):
             for col in cols:

@@ -190,3 +190,30 @@ def test_precision_recall_separate_real_from_noise(feature_sets):
     assert r < 0.1  # noise covers none of the real digits
     # (k-NN precision of noise is left unasserted: the judge maps every outlier to one small
     # region of feature space, which can fall inside the large ball of one ambiguous real digit)
+
+
+def test_real_digits_energy_by_class_names_the_classes_the_model_favours(digits, judge):
+    """An energy that is the mean pixel value ranks thin digits (1s) lowest: the class energies,
+    their spread and gap say so, and the long-run paragraph of a failed check names them."""
+    from ebm.config import parse_params
+    from ebm.evaluation import evaluate
+    from ebm.pipeline.evaluate import longrun_paragraphs
+    from tests.conftest import tiny_params_dict
+
+    train, test = digits
+    model, _ = judge
+    energy = lambda x: np.asarray(x).mean(axis=(1, 2, 3))  # noqa: E731
+    ones, real = train.x[train.y == 1], train.x[:200]
+    result = evaluate(energy, model, train.x, test.x, real, longrun=lambda x: {3: ones[:200]}, longrun_n=200,
+                      test_y=test.y)
+    by_hand = np.array([energy(test.x[test.y == c]).mean() for c in range(10)])
+    assert np.allclose(result.class_energies, by_hand) and int(np.argmin(result.class_energies)) == 1
+    assert np.isclose(result.metrics["energy_class_gap"], by_hand.max() - by_hand.min())
+    shares = np.array([np.mean(test.y == c) for c in range(10)])
+    mean = energy(test.x).mean()
+    assert np.isclose(result.metrics["energy_class_std"], np.sqrt(np.sum(shares * (by_hand - mean) ** 2)), rtol=1e-5)
+    text = " ".join(longrun_paragraphs(parse_params(tiny_params_dict()), result.metrics, result.longrun_curve,
+                                       result.class_energies))
+    assert f"lowest 1 ({by_hand[1]:+.3f})" in text
+    unlabelled = evaluate(energy, model, train.x, test.x, real, test_y=np.full(len(test.x), -1)).metrics
+    assert "energy_class_std" not in unlabelled

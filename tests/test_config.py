@@ -39,6 +39,7 @@ def test_project_params_parse_and_hash_is_stable():
         ({"train": {"rollback_lr_factor": 0.0}}, "train.rollback_lr_factor"),
         ({"train": {"max_abs_cdiv": 0}}, "train.max_abs_cdiv"),
         ({"train": {"kl_weight": -1.0}}, "train.kl_weight"),
+        ({"train": {"class_balance": -0.5}}, "train.class_balance"),
         ({"train": {"kl_compare": 0}}, "train.kl_compare"),
         ({"train": {"persistent_chains": -1}}, "train.persistent_chains"),
         ({"train": {"persistent_chains": 256, "persistent_share": 1.0}}, "train.persistent_share"),

@@ -1,7 +1,7 @@
 import numpy as np
 import tensorflow as tf
 
-from ebm.losses import contrastive_divergence, energy_regulariser
+from ebm.losses import class_energy_spread, contrastive_divergence, energy_regulariser
 
 
 def test_cdiv_sign_pushes_real_down_and_fake_up():
@@ -16,3 +16,17 @@ def test_cdiv_sign_pushes_real_down_and_fake_up():
 
 def test_regulariser_is_mean_square_of_both():
     assert np.isclose(float(energy_regulariser(tf.constant([1.0, -1.0]), tf.constant([2.0, 0.0]))), (1 + 4 + 1 + 0) / 2)
+
+
+def test_class_energy_spread_is_the_between_class_variance_of_the_means():
+    e = tf.constant([1.0, 3.0, 0.0, 0.0, 2.0])
+    y = tf.constant([0, 0, 1, 1, 7])  # class means 2, 0, 2; batch mean 1.2; shares 0.4, 0.4, 0.2
+    assert np.isclose(float(class_energy_spread(e, y)), 0.4 * 0.8 ** 2 + 0.4 * 1.2 ** 2 + 0.2 * 0.8 ** 2)
+    # spread inside each class does not count; equal class means give zero
+    assert np.isclose(float(class_energy_spread(tf.constant([0.0, 2.0, 1.0, 1.0]), tf.constant([3, 3, 5, 5]))), 0.0)
+    energies = tf.Variable([1.0, 3.0, 0.0, 0.0, 2.0])
+    with tf.GradientTape() as tape:
+        spread = class_energy_spread(energies, y)
+    grad = tape.gradient(spread, energies).numpy()
+    assert np.all(grad[[0, 1, 4]] > 0) and np.all(grad[[2, 3]] < 0)  # descent lowers the high classes, raises the low
+    assert np.isclose(grad.sum(), 0.0, atol=1e-6)  # and leaves the batch's mean energy alone

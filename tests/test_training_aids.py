@@ -250,3 +250,24 @@ def test_weight_decay_shrinks_every_weight_by_rate_times_decay_per_step():
     model.optimizer.apply_gradients([(tf.zeros_like(w), w) for w in weights])  # no gradient: decay alone
     for b, w in zip(before, weights):
         assert np.allclose(w.numpy(), b * (1 - 0.01 * 0.5), atol=1e-7)
+
+
+def test_the_class_balance_term_narrows_the_class_energy_gap_that_plain_cd_leaves():
+    from ebm.config import DataConfig
+    from ebm.data import load_mnist5k
+    from ebm.losses import class_energy_spread
+
+    split = load_mnist5k(DataConfig())[0]
+    real, labels = tf.constant(split.x[:16]), tf.constant(split.y[:16])  # the tiny buffer's batch
+    after = {}
+    for weight in (0.0, 3000.0):
+        model = tiny_model(class_balance=weight, real_noise=0.0, alpha=0.0)  # the same start and streams
+        model.compile(optimizer=keras.optimizers.SGD(1e-3))
+        before = float(class_energy_spread(model.energy(real), labels))
+        logs = model.train_step((real, labels))
+        after[weight] = float(class_energy_spread(model.energy(real), labels))
+        assert ("spread" in logs) == (weight > 0)
+    assert np.isclose(float(logs["spread"]), before, rtol=1e-4)  # the metric is the spread the step saw
+    assert after[3000.0] < 0.5 * min(before, after[0.0])  # measured: 0.40 of it
+    with pytest.raises(ValueError, match="labelled batches"):
+        tiny_model(class_balance=1.0).train_step(real)

@@ -55,7 +55,8 @@ def evaluate(params: Params, paths: EvaluatePaths, network=None, track: bool = T
                 x, states = sampler.chain(chain, x, record_at=[k * steps for k in range(1, e.longrun_factor - 1)])
                 return {**{1 + s // steps: v.numpy() for s, v in states.items()}, e.longrun_factor: x.numpy()}
         result = evaluation.evaluate(energy, classifier, train.x, test.x, samples, seed=e.seed, longrun=longrun,
-                                     longrun_n=e.longrun_n, gates=longrun_gates(params), batch_size=e.batch_size)
+                                     longrun_n=e.longrun_n, gates=longrun_gates(params), batch_size=e.batch_size,
+                                     test_y=test.y)
         metrics = {**result.metrics, **extra}
         paths.metrics.parent.mkdir(parents=True, exist_ok=True)
         paths.metrics.write_text(json.dumps(metrics, indent=2) + "\n")
@@ -67,7 +68,8 @@ def evaluate(params: Params, paths: EvaluatePaths, network=None, track: bool = T
         figures = draw_figures(result, samples, pd.read_csv(paths.history), paths, longrun_unit(params),
                                unit_name(params, sampler=True), gate)
         title = title or ("EBM experiment report" if family == "ebm" else f"{family.upper()} experiment report")
-        write_report(params, paths, metrics, ood, figures, title, run, family, family_section, result.longrun_curve)
+        write_report(params, paths, metrics, ood, figures, title, run, family, family_section, result.longrun_curve,
+                     result.class_energies)
         run.metrics(metrics, on_parent=True)
         if result.longrun_curve is not None:
             curve = result.longrun_curve
@@ -120,14 +122,14 @@ def draw_figures(result, samples, history, paths: EvaluatePaths, unit: int = 1, 
 
 
 def write_report(params: Params, paths: EvaluatePaths, metrics: dict, ood, figures: dict, title: str, run,
-                 family: str = "ebm", family_section: list[str] = (), curve=None) -> None:
+                 family: str = "ebm", family_section: list[str] = (), curve=None, class_energies=None) -> None:
     from ebm import report
 
     gen = paths.generate_reports
     clf = json.loads(paths.classifier_metrics.read_text()) if paths.classifier_metrics.is_file() else {}
     rows = [(k, v) for k, v in metrics.items()] + [(f"classifier_{k}", v) for k, v in clf.items()]
     img = lambda p: report.embed(p) if p.is_file() else f"<p class='meta'>(not available: {p.name})</p>"  # noqa: E731
-    longrun = longrun_paragraphs(params, metrics, curve)
+    longrun = longrun_paragraphs(params, metrics, curve, class_energies)
     sections = {
         "Metrics": [report.table(rows, ("metric", "value"))],
         "Samples": [img(gen / "samples.png"), "<p>" + ("Newest replay-buffer negatives" if family == "ebm" else
@@ -193,10 +195,11 @@ def longrun_gates(params: Params):
     return LongrunGates(e.longrun_max_fid_ratio, e.longrun_min_coverage, e.longrun_max_confident_drop)
 
 
-def longrun_paragraphs(params: Params, metrics: dict, curve=None) -> list[str]:
+def longrun_paragraphs(params: Params, metrics: dict, curve=None, class_energies=None) -> list[str]:
     """The long-run check in words: what ran, each gate and whether it held, and when it failed
     what the energies, the classes' shares along the way (``curve``, see
-    :func:`ebm.evaluation.longrun_row`) and the chain health say about why."""
+    :func:`ebm.evaluation.longrun_row`), the real digits' mean energy by class
+    (``class_energies``) and the chain health say about why."""
     if "longrun_stable" not in metrics:
         return ["<p>Not run (evaluate.longrun_factor = 1).</p>"]
     e = params.evaluate
@@ -242,4 +245,11 @@ def longrun_paragraphs(params: Params, metrics: dict, curve=None) -> list[str]:
                           "mix drifts and, where recall falls, the strokes within a class converge on the "
                           "energy's minima (compare the long-run grid with the samples)." if kept else
                           "A falling confident share is the digits themselves falling apart.") + "</p>")
+        if class_energies is not None and "energy_class_std" in metrics:
+            order = [int(c) for c in np.argsort(class_energies) if np.isfinite(class_energies[c])]
+            name = lambda cs: ", ".join(f"{c} ({class_energies[c]:+.3f})" for c in cs)  # noqa: E731
+            out.append(f"<p>Mean energy of the real test digits by class: lowest {name(order[:3])}, highest "
+                       f"{name(order[-3:][::-1])} (spread {metrics['energy_class_std']:.3g}, gap "
+                       f"{metrics['energy_class_gap']:.3g}). Chains run long slide from the classes the model gives "
+                       "high energy into those it gives low; train.class_balance narrows the gap.</p>")
     return out

@@ -49,7 +49,8 @@ def build_model(params: Params, energy_net=None, steps_per_epoch: int = 1, strat
                               persistent=chains, persistent_rows=t.persistent_rows(batch))
         model = ContrastiveDivergenceModel(energy_net, sampler, buffer, alpha=t.alpha, real_noise=t.real_noise,
                                            seed=t.seed + 3, buffer_shift=t.buffer_shift, ema_decay=t.ema_decay,
-                                           kl_weight=t.kl_weight, kl_repel=t.kl_repel, kl_compare=t.kl_compare)
+                                           kl_weight=t.kl_weight, kl_repel=t.kl_repel, kl_compare=t.kl_compare,
+                                           class_balance=t.class_balance)
         lr = t.learning_rate
         if t.lr_schedule == "cosine":
             lr = keras.optimizers.schedules.CosineDecay(t.learning_rate, decay_steps=t.epochs * steps_per_epoch,
@@ -95,14 +96,18 @@ def train(params: Params, paths: TrainPaths, verbose: int | None = None) -> dict
     train_split, test_split = (data_lib.load_split(f) for f in data_files)
     if len(train_split.x) < t.batch_size:
         raise ConfigError("train.batch_size", f"={t.batch_size} exceeds the {len(train_split.x)} training images")
+    labelled = bool((train_split.y >= 0).all())
+    if t.class_balance > 0 and not labelled:
+        raise ConfigError("train.class_balance", f"={t.class_balance} needs a label for every training digit; "
+                          f"{paths.data / 'train.npz'} has unlabelled ones (set it to 0)")
     steps_per_epoch = len(train_split.x) // t.batch_size
-    images = tf.constant(train_split.x)
+    arrays = (train_split.x, train_split.y) if t.class_balance > 0 else (train_split.x,)
 
     def batches(first_epoch: int):
         order = resume.epoch_order(len(train_split.x), t.batch_size, t.seed, range(first_epoch, t.epochs))
         if t.strategy != "default":
-            return distribute.distributed_batches(strategy, train_split.x, order)
-        return tf.data.Dataset.from_tensor_slices(order).map(lambda rows: tf.gather(images, rows)).prefetch(2)
+            return distribute.distributed_batches(strategy, arrays, order)
+        return distribute.gathered(tf.data.Dataset.from_tensor_slices(order), arrays)
 
     test_ds = tf.data.Dataset.from_tensor_slices(test_split.x).batch(t.batch_size)
     section = {**asdict(t), "model": asdict(params.model)}
@@ -123,7 +128,7 @@ def train(params: Params, paths: TrainPaths, verbose: int | None = None) -> dict
         keeper = TrainingStateKeeper(state_path, key, guard, history, depth=t.max_rollbacks + 1)
         callbacks = [history, guard, checkpoint, keeper,
                      MlflowEpochLogger(run, images_fn=lambda: model.buffer.newest(64).numpy())]
-        if (train_split.y >= 0).all():  # labelled data: watch the buffer's class coverage
+        if labelled:  # watch the buffer's class coverage
             callbacks.insert(0, BufferCoverage(train_split.x, train_split.y, t.monitor_every,
                                                        min(t.monitor_n, t.buffer_size)))
         keeper.set_model(model)
