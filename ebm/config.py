@@ -101,6 +101,7 @@ class TrainConfig:
     fresh_fraction: float = 0.05
     persistent_chains: int = 0  # PCD chains kept for the whole run beside the ring buffer (0 = none)
     persistent_share: float = 0.25  # ... the share of each batch's negatives they make
+    persistent_restart: float = 0.0  # ... each restarted from noise with this probability per visit
     seed: int = 0
     sampler: SamplerConfig = field(default_factory=lambda: SamplerConfig(steps=60))
     sampler_splits: int = 0
@@ -137,6 +138,8 @@ class TrainConfig:
         _check(0 <= self.fresh_fraction <= 1, "fresh_fraction", "must be in [0, 1]")
         _check(self.persistent_chains >= 0, "persistent_chains", f"must be >= 0 (0 = none); got {self.persistent_chains}")
         _check(0 < self.persistent_share < 1, "persistent_share", f"must be in (0, 1); got {self.persistent_share}")
+        _check(0 <= self.persistent_restart <= 1, "persistent_restart",
+               f"must be in [0, 1] (0 = never restarted); got {self.persistent_restart}")
         if self.persistent_chains:
             rows = self.persistent_rows(self.batch_size)
             _check(0 < rows < self.batch_size, "persistent_share",

@@ -42,6 +42,7 @@ def test_project_params_parse_and_hash_is_stable():
         ({"train": {"class_balance": -0.5}}, "train.class_balance"),
         ({"train": {"kl_compare": 0}}, "train.kl_compare"),
         ({"train": {"persistent_chains": -1}}, "train.persistent_chains"),
+        ({"train": {"persistent_chains": 256, "persistent_restart": -0.1}}, "train.persistent_restart"),
         ({"train": {"persistent_chains": 256, "persistent_share": 1.0}}, "train.persistent_share"),
         ({"train": {"persistent_chains": 256, "persistent_share": 0.001}}, "train.persistent_share"),
         ({"train": {"persistent_chains": 4, "batch_size": 64, "persistent_share": 0.25}}, "train.persistent_chains"),

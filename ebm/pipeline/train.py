@@ -46,7 +46,8 @@ def build_model(params: Params, energy_net=None, steps_per_epoch: int = 1, strat
             raise ConfigError("train.persistent_chains", f"{t.persistent_chains} over {strategy.num_replicas_in_sync} "
                               f"replicas leaves {chains} per replica, fewer than a batch's {t.persistent_rows(batch)}")
         buffer = ReplayBuffer(capacity, batch, IMAGE_SHAPE, t.fresh_fraction, seed=t.seed + 2,
-                              persistent=chains, persistent_rows=t.persistent_rows(batch))
+                              persistent=chains, persistent_rows=t.persistent_rows(batch),
+                              persistent_restart=t.persistent_restart)
         model = ContrastiveDivergenceModel(energy_net, sampler, buffer, alpha=t.alpha, real_noise=t.real_noise,
                                            seed=t.seed + 3, buffer_shift=t.buffer_shift, ema_decay=t.ema_decay,
                                            kl_weight=t.kl_weight, kl_repel=t.kl_repel, kl_compare=t.kl_compare,
