@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from ebm.losses import class_energy_spread
+
 from ebm import metrics as M
 from ebm.classifier import FeatureExtractor
 
@@ -133,10 +135,9 @@ def evaluate(energy, classifier, train_x: np.ndarray, test_x: np.ndarray, sample
         labels = np.asarray(test_y)
         present = np.unique(labels)
         means = np.array([e["real test"][labels == c].mean() for c in present])
-        shares = np.array([np.mean(labels == c) for c in present])
         result.class_energies = np.full(int(present.max()) + 1, np.nan)
         result.class_energies[present] = means
-        values["energy_class_std"] = float(np.sqrt(np.sum(shares * (means - e["real test"].mean()) ** 2)))
+        values["energy_class_std"] = float(np.sqrt(class_energy_spread(e["real test"], labels)))
         values["energy_class_gap"] = float(means.max() - means.min())
     if longrun is not None:
         k = min(len(samples), longrun_n)
