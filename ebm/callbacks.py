@@ -120,11 +120,17 @@ class BufferCoverage(keras.callbacks.Callback):
     (``buffer_coverage``: :func:`ebm.metrics.coverage` of those labels, 1 = all ten digits
     equally, 0 = one), and their median distance to that image
     (``buffer_nn_dist``); with persistent chains, also the class coverage of (at most ``n`` of)
-    them (``chain_coverage``). Attach it before the callbacks that record the logs."""
+    them (``chain_coverage``). And the spread of the ten classes' mean energy over (at most
+    ``n``) real reference digits under the network sampled from (``energy_class_gap``, highest
+    class minus lowest: what evaluate reports on the test digits; the wider it is, the further
+    long chains drift towards the lowest classes). Attach it before the callbacks that record
+    the logs."""
 
-    def __init__(self, reference, labels, every: int, n: int):
+    def __init__(self, reference, labels, every: int, n: int, seed: int = 0):
         super().__init__()
         self.reference, self.labels, self.every, self.n = reference, labels, every, n
+        self.gap_rows = np.sort(np.random.default_rng(seed).choice(len(reference), min(n, len(reference)),
+                                                                   replace=False))
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is None or (epoch + 1) % self.every and epoch:
@@ -138,6 +144,14 @@ class BufferCoverage(keras.callbacks.Callback):
         if buffer.persistent:
             _, idx = metrics.nearest(buffer.chains.numpy()[:self.n], self.reference)
             logs["chain_coverage"] = metrics.coverage(np.eye(10)[self.labels[idx]])
+        logs["energy_class_gap"] = self.class_gap()
+
+    def class_gap(self) -> float:
+        net = self.model.sampling_network()
+        x, y = self.reference[self.gap_rows], self.labels[self.gap_rows]
+        e = np.concatenate([np.asarray(net(x[i:i + 500], training=False)).reshape(-1) for i in range(0, len(x), 500)])
+        means = [e[y == c].mean() for c in np.unique(y)]
+        return float(max(means) - min(means))
 
 
 class EnergyCheckpoint(keras.callbacks.Callback):

@@ -115,6 +115,7 @@ def save_loss_curves(history: pd.DataFrame, path: str | Path) -> Path:
               ("mean energy (val_fake = uniform noise)", ("real", "fake", "val_real", "val_fake")),
               ("mean free energy", ("free_energy", "val_free_energy")),
               ("class coverage of the replay buffer", ("buffer_coverage", "chain_coverage")),
+              ("real digits' class-mean energy: highest - lowest", ("energy_class_gap",)),
               ("pseudo-log-likelihood (nats)", ("pseudo_likelihood", "val_pseudo_likelihood"))]
     panels = [(title, [c for c in cols if c in history]) for title, cols in groups]
     panels = [(title, cols) for title, cols in panels if cols]
@@ -127,7 +128,7 @@ def save_loss_curves(history: pd.DataFrame, path: str | Path) -> Path:
         for ax, (title, cols) in zip(axes[0], panels):
             for col in cols:
                 seen = history[col].notna()
-                ax.plot(epoch[seen], history[col][seen], marker="o" if col.endswith("_coverage") else ".", label=col)
+                ax.plot(epoch[seen], history[col][seen], marker="o" if not seen.all() else ".", label=col)
             if "layer" in history:
                 for start in history.groupby("layer")["epoch"].min().iloc[1:]:
                     ax.axvline(start - 0.5, color="grey", ls=":", lw=1)

@@ -65,6 +65,7 @@ def test_every_stage_writes_its_outputs_and_logs_a_run(pipeline_run):
     assert {"loss", "cdiv", "reg", "real", "fake", "val_cdiv", "val_real", "val_fake"} <= set(history.columns)
     assert history["buffer_coverage"].notna().tolist() == [True, False]  # epoch 1, then every 5th
     assert 0 <= history["buffer_coverage"][0] <= 1
+    assert history["energy_class_gap"].notna().tolist() == [True, False] and history["energy_class_gap"][0] > 0
     with np.load(gp.samples) as f:
         assert f["samples"].shape == (24, 32, 32, 1)
         assert f["snapshot_steps"].tolist() == [0, 2, 6] and f["snapshots"].shape == (3, 4, 32, 32, 1)

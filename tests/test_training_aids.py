@@ -163,6 +163,10 @@ def test_buffer_coverage_reads_a_collapsed_buffer_as_one_class():
     logs = {}
     watch.on_epoch_end(1, logs)
     assert logs["buffer_coverage"] == pytest.approx(0.0) and logs["buffer_nn_dist"] < 1.0
+    e = np.asarray(model.sampling_network()(reference)).reshape(-1)  # n >= 20: every reference digit
+    class_means = [e[labels == c].mean() for c in range(10)]
+    assert logs["energy_class_gap"] == pytest.approx(max(class_means) - min(class_means), rel=1e-4)
+    assert logs["energy_class_gap"] > 0
     model.buffer.examples.assign(np.concatenate([reference] * 3 + [reference[:4]]))
     model.buffer.head.assign(0)
     logs = {}

@@ -131,7 +131,7 @@ def train(params: Params, paths: TrainPaths, verbose: int | None = None) -> dict
                      MlflowEpochLogger(run, images_fn=lambda: model.buffer.newest(64).numpy())]
         if labelled:  # watch the buffer's class coverage
             callbacks.insert(0, BufferCoverage(train_split.x, train_split.y, t.monitor_every,
-                                                       min(t.monitor_n, t.buffer_size)))
+                                                       min(t.monitor_n, t.buffer_size), seed=t.seed))
         keeper.set_model(model)
         first = resume_from(state_path, key, model, history, run) if resume.resume_enabled() else 0
         guard.seed(history.rows)
