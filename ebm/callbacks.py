@@ -149,9 +149,10 @@ class BufferCoverage(keras.callbacks.Callback):
     def class_gap(self) -> float:
         net = self.model.sampling_network()
         x, y = self.reference[self.gap_rows], self.labels[self.gap_rows]
-        e = np.concatenate([np.asarray(net(x[i:i + 500], training=False)).reshape(-1) for i in range(0, len(x), 500)])
-        means = [e[y == c].mean() for c in np.unique(y)]
-        return float(max(means) - min(means))
+        from ebm import metrics
+
+        _, means = metrics.class_means(metrics.energies_of(lambda b: net(b, training=False), x), y)
+        return float(means.max() - means.min())
 
 
 class EnergyCheckpoint(keras.callbacks.Callback):

@@ -18,10 +18,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ebm.losses import class_energy_spread
-
 from ebm import metrics as M
 from ebm.classifier import FeatureExtractor
+from ebm.losses import class_energy_spread
 
 
 def ood_sets(test_x: np.ndarray, seed: int) -> dict[str, np.ndarray]:
@@ -74,10 +73,6 @@ class Evaluation:
     class_energies: np.ndarray | None = None  # mean energy of the real test digits of each class (labelled data)
 
 
-def energies_of(energy, x: np.ndarray, batch_size: int = 500) -> np.ndarray:
-    return np.concatenate([np.asarray(energy(x[i:i + batch_size])) for i in range(0, len(x), batch_size)])
-
-
 def evaluate(energy, classifier, train_x: np.ndarray, test_x: np.ndarray, samples: np.ndarray, seed: int = 0,
              longrun=None, longrun_n: int = 500, gates: LongrunGates = LongrunGates(),
              batch_size: int = 500, test_y: np.ndarray | None = None) -> Evaluation:
@@ -104,11 +99,11 @@ def evaluate(energy, classifier, train_x: np.ndarray, test_x: np.ndarray, sample
     kid, kid_std = M.kernel_inception_distance(f_gen, f_test, seed=seed)
     precision, recall = M.precision_recall(f_ref, f_gen_n)
 
-    e = {"real test": energies_of(energy, test_x, batch_size)}
+    e = {"real test": M.energies_of(energy, test_x, batch_size)}
     outliers = ood_sets(test_x, seed)
-    ood_e = {name: energies_of(energy, x, batch_size) for name, x in outliers.items()}
+    ood_e = {name: M.energies_of(energy, x, batch_size) for name, x in outliers.items()}
     e["uniform noise"] = ood_e["uniform noise"]
-    e["generated"] = energies_of(energy, samples, batch_size)
+    e["generated"] = M.energies_of(energy, samples, batch_size)
     aurocs = {name: M.auroc(e["real test"], v) for name, v in ood_e.items()}
 
     nn_gen = M.nearest_distances(samples, train_x)
@@ -133,8 +128,7 @@ def evaluate(energy, classifier, train_x: np.ndarray, test_x: np.ndarray, sample
     result = Evaluation(values, e, ood_e, aurocs, M.class_histogram(p_gen), p_gen, nn_gen, nn_test)
     if test_y is not None and (np.asarray(test_y) >= 0).all():
         labels = np.asarray(test_y)
-        present = np.unique(labels)
-        means = np.array([e["real test"][labels == c].mean() for c in present])
+        present, means = M.class_means(e["real test"], labels)
         result.class_energies = np.full(int(present.max()) + 1, np.nan)
         result.class_energies[present] = means
         values["energy_class_std"] = float(np.sqrt(class_energy_spread(e["real test"], labels)))
@@ -146,7 +140,7 @@ def evaluate(energy, classifier, train_x: np.ndarray, test_x: np.ndarray, sample
         f_ref_k, f_train_k = f_test[rng.choice(len(test_x), m, replace=False)], _train_features(extract, train_x, m, rng)
         scored = {1: (f_gen[:k], p_gen[:k], e["generated"][:k])}  # the samples themselves: already scored above
         for mult, x in sorted(more.items()):
-            scored[mult] = (*extract(np.asarray(x)), energies_of(energy, np.asarray(x), batch_size))
+            scored[mult] = (*extract(np.asarray(x)), M.energies_of(energy, np.asarray(x), batch_size))
         curve = pd.DataFrame([longrun_row(mult, f, p, en, f_ref_k) for mult, (f, p, en) in scored.items()])
         f_long = scored[max(scored)][0]
         first, last = curve.iloc[0], curve.iloc[-1]

@@ -60,6 +60,18 @@ def coverage(probs: np.ndarray, classes: int = 10) -> float:
     return float(stats.entropy(class_histogram(probs, classes)) / np.log(classes))
 
 
+def energies_of(energy, x: np.ndarray, batch_size: int = 500) -> np.ndarray:
+    """``energy`` (a function x -> E(x), any shape with one value per row) over ``x`` in
+    slices of ``batch_size``, as one flat array."""
+    return np.concatenate([np.asarray(energy(x[i:i + batch_size])).reshape(-1) for i in range(0, len(x), batch_size)])
+
+
+def class_means(values: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The classes present in ``labels`` (sorted) and the mean of ``values`` over each."""
+    present = np.unique(labels)
+    return present, np.array([values[labels == c].mean() for c in present])
+
+
 def confident_share(probs: np.ndarray, threshold: float = 0.9) -> float:
     """Share of samples whose most likely class has probability >= ``threshold``."""
     return float(np.mean(np.max(probs, axis=1) >= threshold))

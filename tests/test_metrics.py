@@ -17,3 +17,12 @@ def test_nearest_distances_find_copies():
     q = np.concatenate([ref[:5], ref[:5] + 0.5])
     d = M.nearest_distances(q, ref)
     assert np.allclose(d[:5], 0.0, atol=1e-3) and np.all(d[5:] > 0.1)
+
+
+def test_energies_of_slices_and_class_means_skip_absent_classes():
+    x = np.arange(7, dtype=np.float32).reshape(7, 1)
+    calls = []
+    energies = M.energies_of(lambda b: calls.append(len(b)) or 2 * b, x, batch_size=3)  # (n, 1) -> flat
+    assert calls == [3, 3, 1] and np.array_equal(energies, 2 * np.arange(7))
+    present, means = M.class_means(energies, np.array([4, 0, 4, 0, 9, 9, 9]))
+    assert present.tolist() == [0, 4, 9] and np.allclose(means, [(2 + 6) / 2, (0 + 4) / 2, (8 + 10 + 12) / 3])
