@@ -12,6 +12,8 @@ import keras
 import numpy as np
 import pandas as pd
 
+from ebm import metrics
+
 
 class HistoryCSV(keras.callbacks.Callback):
     """Rewrites ``path`` after every epoch (pandas), so a crash keeps every finished epoch.
@@ -135,8 +137,6 @@ class BufferCoverage(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if logs is None or (epoch + 1) % self.every and epoch:
             return
-        from ebm import metrics
-
         buffer = self.model.buffer
         dist, idx = metrics.nearest(buffer.newest(self.n).numpy(), self.reference)
         logs["buffer_coverage"] = metrics.coverage(np.eye(10)[self.labels[idx]])
@@ -149,8 +149,6 @@ class BufferCoverage(keras.callbacks.Callback):
     def class_gap(self) -> float:
         net = self.model.sampling_network()
         x, y = self.reference[self.gap_rows], self.labels[self.gap_rows]
-        from ebm import metrics
-
         _, means = metrics.class_means(metrics.energies_of(lambda b: net(b, training=False), x), y)
         return float(means.max() - means.min())
 

@@ -1,4 +1,5 @@
-"""Sample-quality, coverage and OOD metrics. Pure NumPy/SciPy: arrays in, numbers out.
+"""Sample-quality, coverage and OOD metrics. Pure NumPy/SciPy: arrays in, numbers out (and
+:func:`energies_of`, which takes the energy as a function of a batch and slices the input).
 
 Features are the penultimate-layer activations of the digit classifier (see
 :mod:`ebm.classifier`), so FID/KID/precision/recall here are MNIST-specific, not Inception's.
