@@ -12,7 +12,10 @@ about ``steps / fresh_fraction`` Langevin steps; a persistent chain gains ``step
 ``persistent / persistent_rows`` batches for the whole run, so the negatives include chains as
 old as the long-run check's. With ``persistent_restart`` > 0 each visit restarts its chain from
 uniform noise with that probability, so the chains' ages spread geometrically, mean
-``steps / persistent_restart``, rather than all growing with the run.
+``steps / persistent_restart``, rather than all growing with the run. With ``persistent_wait``
+the chains start switched off (:attr:`live` False, until a callback sets it): their rows are then
+replays of the ring, written back into the chains' slots, so the chains that take over are as
+old as the ring's.
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ import tensorflow as tf
 
 class ReplayBuffer(tf.Module):
     def __init__(self, capacity: int, batch_size: int, image_shape, fresh_fraction: float = 0.05, seed: int = 0,
-                 persistent: int = 0, persistent_rows: int = 0, persistent_restart: float = 0.0):
+                 persistent: int = 0, persistent_rows: int = 0, persistent_restart: float = 0.0,
+                 persistent_wait: bool = False):
         super().__init__(name="replay_buffer")
         if capacity < batch_size:
             raise ValueError(f"capacity ({capacity}) must be >= batch_size ({batch_size})")
@@ -52,6 +56,10 @@ class ReplayBuffer(tf.Module):
         if persistent:
             self.chains = tf.Variable(self._uniform(persistent), name="chains", **local)
             self.chain_head = tf.Variable(0, name="chain_head", **local)  # the next chain to advance
+        self.persistent_wait = bool(persistent and persistent_wait)
+        if self.persistent_wait:  # set per epoch by the trainer, so it needs no saved state
+            self.live = tf.Variable(False, trainable=False, name="persistent_live",
+                                    aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
 
     def _uniform(self, n) -> tf.Tensor:
         return self.rng.uniform((n, *self.image_shape), minval=-1.0, maxval=1.0)
@@ -59,7 +67,7 @@ class ReplayBuffer(tf.Module):
     def sample(self, with_mask: bool = False):
         """A batch of chain starts: fresh noise in the first Binomial(ring rows, p) rows, replays
         after, then the persistent chains' next rows (each restarted from noise with probability
-        ``persistent_restart``); with ``with_mask``, also the boolean (batch,) mask of the fresh
+        ``persistent_restart``; replays of the ring while they wait to go :attr:`live`); with ``with_mask``, also the boolean (batch,) mask of the fresh
         rows."""
         rows = self.ring_rows
         n_fresh = self.rng.binomial([], counts=float(rows), probs=self.fresh_fraction, dtype=tf.int32)
@@ -70,6 +78,10 @@ class ReplayBuffer(tf.Module):
         starts = tf.where(is_fresh[:, None, None, None], fresh, replay)
         if self.persistent:
             chains = tf.gather(self.chains, self._chain_slots())
+            if self.persistent_wait:  # switched off: the rows replay the ring instead
+                ring = tf.gather(self.examples, self.rng.uniform([self.persistent_rows], minval=0, maxval=self.size,
+                                                                 dtype=tf.int32))
+                chains = tf.where(self.live, chains, ring)
             restart = tf.zeros([self.persistent_rows], tf.bool)
             if self.persistent_restart > 0:
                 restart = self.rng.uniform([self.persistent_rows]) < self.persistent_restart

@@ -153,6 +153,19 @@ class BufferCoverage(keras.callbacks.Callback):
         return float(means.max() - means.min())
 
 
+class PersistentStart(keras.callbacks.Callback):
+    """Switches the replay buffer's persistent chains on after ``start`` epochs (before, their
+    rows replay the ring). Set at every epoch's start from the epoch alone, so a resumed or
+    rolled-back run needs no saved switch."""
+
+    def __init__(self, buffer, start: int):
+        super().__init__()
+        self.buffer, self.start = buffer, start
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.buffer.live.assign(epoch >= self.start)
+
+
 class EnergyCheckpoint(keras.callbacks.Callback):
     """Saves the network to sample from (``model.sampling_network()``: the moving average of the
     weights when the model keeps one) after every healthy epoch, atomically

@@ -82,6 +82,26 @@ def test_persistent_chains_restart_from_noise_at_their_rate_and_the_mask_marks_t
     assert 0.2 < restarts / visits < 0.3  # 1,600 visits at p = 0.25
 
 
+def test_waiting_persistent_chains_replay_the_ring_into_their_slots_then_continue_once_live():
+    buf = ReplayBuffer(capacity=32, batch_size=8, image_shape=(2, 2, 1), fresh_fraction=0.0, seed=6,
+                       persistent=4, persistent_rows=2, persistent_wait=True)
+    buf.chains.assign(tf.fill((4, 2, 2, 1), 5.0))  # outside [-1, 1]: a chain row is visible
+    buf.push(tf.fill((8, 2, 2, 1), 0.5))  # its last two rows go to chains 0 and 1
+    assert not bool(buf.live.numpy())
+    for step in range(2):  # waiting: the chain rows are ring replays, refined into the chain slots
+        x = buf.sample().numpy()
+        ring = buf.examples.numpy()[:int(buf.size), 0, 0, 0]
+        assert np.all(np.isin(x[6:, 0, 0, 0], ring)) and not np.any(x == 5.0)
+        buf.push(tf.concat([x[:6], tf.fill((2, 2, 2, 1), 7.0 + step)], axis=0))
+    assert buf.chains.numpy()[:, 0, 0, 0].tolist() == [8, 8, 7, 7]  # chains 2, 3, then 0, 1; the ring took none
+    assert not np.any(np.isin(buf.examples.numpy(), [7.0, 8.0]))
+    buf.live.assign(True)
+    for step in range(2):  # live: the chains continue from what the waiting rows left
+        x = buf.sample().numpy()
+        assert x[6:, 0, 0, 0].tolist() == [[7, 7], [8, 8]][step]
+        buf.push(x)
+
+
 def test_persistent_rows_must_leave_room_for_the_ring():
     with pytest.raises(ValueError, match="persistent_rows"):
         ReplayBuffer(capacity=64, batch_size=8, image_shape=(2, 2, 1), persistent=16, persistent_rows=8)

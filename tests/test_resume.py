@@ -52,7 +52,8 @@ def _weights(path):
 
 @pytest.fixture
 def prepared(tmp_path, mlflow_store):
-    raw = small_params(epochs=4, persistent_chains=64)  # the ring buffer and the persistent chains both resume
+    # the ring buffer and the persistent chains both resume; the chains join after epoch 3, always in the resumed run
+    raw = small_params(epochs=4, persistent_chains=64, persistent_from=3)
     pipeline.prepare(parse_params(raw), pipeline.PreparePaths(data=tmp_path / "data"))
     return raw, tmp_path / "data"
 

@@ -47,7 +47,7 @@ def build_model(params: Params, energy_net=None, steps_per_epoch: int = 1, strat
                               f"replicas leaves {chains} per replica, fewer than a batch's {t.persistent_rows(batch)}")
         buffer = ReplayBuffer(capacity, batch, IMAGE_SHAPE, t.fresh_fraction, seed=t.seed + 2,
                               persistent=chains, persistent_rows=t.persistent_rows(batch),
-                              persistent_restart=t.persistent_restart)
+                              persistent_restart=t.persistent_restart, persistent_wait=t.persistent_from > 0)
         model = ContrastiveDivergenceModel(energy_net, sampler, buffer, alpha=t.alpha, real_noise=t.real_noise,
                                            seed=t.seed + 3, buffer_shift=t.buffer_shift, ema_decay=t.ema_decay,
                                            kl_weight=t.kl_weight, kl_repel=t.kl_repel, kl_compare=t.kl_compare,
@@ -75,7 +75,7 @@ def train(params: Params, paths: TrainPaths, verbose: int | None = None) -> dict
 
     from ebm import distribute, resume
     from ebm.callbacks import (BufferCoverage, DivergenceGuard, EnergyCheckpoint, HistoryCSV, MlflowEpochLogger,
-                               TrainingStateKeeper, save_model_atomic)
+                               PersistentStart, TrainingStateKeeper, save_model_atomic)
     from ebm.plots import kernel_images, save_grid
     from ebm.runtime import configure_threads
     from ebm.tracking import NullRun, stage_run
@@ -129,6 +129,8 @@ def train(params: Params, paths: TrainPaths, verbose: int | None = None) -> dict
         keeper = TrainingStateKeeper(state_path, key, guard, history, depth=t.max_rollbacks + 1)
         callbacks = [history, guard, checkpoint, keeper,
                      MlflowEpochLogger(run, images_fn=lambda: model.buffer.newest(64).numpy())]
+        if model.buffer.persistent_wait:  # first, so the epoch's batches see the switch
+            callbacks.insert(0, PersistentStart(model.buffer, t.persistent_from))
         if labelled:  # watch the buffer's class coverage
             callbacks.insert(0, BufferCoverage(train_split.x, train_split.y, t.monitor_every,
                                                        min(t.monitor_n, t.buffer_size), seed=t.seed))
