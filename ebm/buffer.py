@@ -67,21 +67,18 @@ class ReplayBuffer(tf.Module):
     def sample(self, with_mask: bool = False):
         """A batch of chain starts: fresh noise in the first Binomial(ring rows, p) rows, replays
         after, then the persistent chains' next rows (each restarted from noise with probability
-        ``persistent_restart``; replays of the ring while they wait to go :attr:`live`); with ``with_mask``, also the boolean (batch,) mask of the fresh
-        rows."""
+        ``persistent_restart``; replays of the ring while they wait to go :attr:`live`). With
+        ``with_mask``, also the boolean (batch,) mask of the fresh rows."""
         rows = self.ring_rows
         n_fresh = self.rng.binomial([], counts=float(rows), probs=self.fresh_fraction, dtype=tf.int32)
-        idx = self.rng.uniform([rows], minval=0, maxval=self.size, dtype=tf.int32)
-        replay = tf.gather(self.examples, idx)
+        replay = self._replays(rows)
         fresh = self._uniform(rows)
         is_fresh = tf.range(rows) < n_fresh
         starts = tf.where(is_fresh[:, None, None, None], fresh, replay)
         if self.persistent:
             chains = tf.gather(self.chains, self._chain_slots())
             if self.persistent_wait:  # switched off: the rows replay the ring instead
-                ring = tf.gather(self.examples, self.rng.uniform([self.persistent_rows], minval=0, maxval=self.size,
-                                                                 dtype=tf.int32))
-                chains = tf.where(self.live, chains, ring)
+                chains = tf.where(self.live, chains, self._replays(self.persistent_rows))
             restart = tf.zeros([self.persistent_rows], tf.bool)
             if self.persistent_restart > 0:
                 restart = self.rng.uniform([self.persistent_rows]) < self.persistent_restart
@@ -89,6 +86,10 @@ class ReplayBuffer(tf.Module):
             starts = tf.concat([starts, chains], axis=0)
             is_fresh = tf.concat([is_fresh, restart], axis=0)
         return (starts, is_fresh) if with_mask else starts
+
+    def _replays(self, n: int) -> tf.Tensor:
+        """``n`` ring examples drawn uniformly with replacement from the filled part."""
+        return tf.gather(self.examples, self.rng.uniform([n], minval=0, maxval=self.size, dtype=tf.int32))
 
     def _chain_slots(self) -> tf.Tensor:
         return (self.chain_head + tf.range(self.persistent_rows)) % self.persistent

@@ -149,6 +149,8 @@ class TrainConfig:
                    f"must be >= the persistent rows of each batch ({rows}); got {self.persistent_chains}")
         _check(0 <= self.persistent_from < max(self.epochs, 1), "persistent_from",
                f"must be an epoch in [0, epochs = {self.epochs}) (0 = from the start); got {self.persistent_from}")
+        _check(self.persistent_chains or not self.persistent_from, "persistent_from",
+               f"{self.persistent_from} needs train.persistent_chains > 0 (the chains that join); got none")
         _check(self.sampler_splits >= 0, "sampler_splits", "must be >= 0 (0 = automatic)")
         _check(self.intra_op_threads >= 0, "intra_op_threads", "must be >= 0 (0 = automatic)")
         _check(self.inter_op_threads >= 0, "inter_op_threads", "must be >= 0 (0 = automatic)")

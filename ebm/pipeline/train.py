@@ -129,8 +129,8 @@ def train(params: Params, paths: TrainPaths, verbose: int | None = None) -> dict
         keeper = TrainingStateKeeper(state_path, key, guard, history, depth=t.max_rollbacks + 1)
         callbacks = [history, guard, checkpoint, keeper,
                      MlflowEpochLogger(run, images_fn=lambda: model.buffer.newest(64).numpy())]
-        if model.buffer.persistent_wait:  # first, so the epoch's batches see the switch
-            callbacks.insert(0, PersistentStart(model.buffer, t.persistent_from))
+        if model.buffer.persistent_wait:  # sets the switch before each epoch's first batch
+            callbacks.append(PersistentStart(model.buffer, t.persistent_from))
         if labelled:  # watch the buffer's class coverage
             callbacks.insert(0, BufferCoverage(train_split.x, train_split.y, t.monitor_every,
                                                        min(t.monitor_n, t.buffer_size), seed=t.seed))
