@@ -183,6 +183,21 @@ class EnergyCheckpoint(keras.callbacks.Callback):
             self.saved_epoch = epoch + 1
 
 
+class WeightSnapshots(keras.callbacks.Callback):
+    """After every ``every``-th healthy epoch, saves the network to sample from as
+    ``directory/energy-e{epoch:03d}.keras`` (atomically), so the model of any of those epochs can
+    be generated from and evaluated later. Attach after the guard."""
+
+    def __init__(self, directory: str | Path, every: int, guard: DivergenceGuard):
+        super().__init__()
+        self.directory, self.every, self.guard = Path(directory), every, guard
+
+    def on_epoch_end(self, epoch, logs=None):
+        if (epoch + 1) % self.every == 0 and self.guard.healthy(logs):
+            self.directory.mkdir(parents=True, exist_ok=True)
+            save_model_atomic(self.model.sampling_network(), self.directory / f"energy-e{epoch + 1:03d}.keras")
+
+
 class TrainingStateKeeper(keras.callbacks.Callback):
     """After every healthy epoch, keeps the model's full training state in memory (the newest
     ``depth`` of them, for rollbacks: :meth:`rewind`) and on disk at ``path`` (the newest, for a

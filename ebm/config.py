@@ -123,6 +123,7 @@ class TrainConfig:
     class_balance: float = 0.0  # > 0: weight of the between-class variance of real digits' energies (needs labels)
     monitor_every: int = 5
     monitor_n: int = 500
+    snapshot_every: int = 0  # > 0: also keep the network to sample from every this many epochs (0 = none)
     strategy: str = "default"  # default | mirrored (all local GPUs / CPU devices) | multi_worker (TF_CONFIG)
 
     def __post_init__(self):
@@ -173,6 +174,7 @@ class TrainConfig:
         _check(self.strategy in ("default", "mirrored", "multi_worker"), "strategy",
                f"must be default, mirrored or multi_worker; got {self.strategy!r}")
         _check(self.monitor_n >= 2, "monitor_n", f"must be >= 2; got {self.monitor_n}")
+        _check(self.snapshot_every >= 0, "snapshot_every", f"must be >= 0 (0 = none); got {self.snapshot_every}")
 
     def persistent_rows(self, batch: int) -> int:
         """Rows of a batch of ``batch`` negatives that come from the persistent chains."""

@@ -47,6 +47,7 @@ def test_project_params_parse_and_hash_is_stable():
         ({"train": {"persistent_chains": 256, "persistent_from": 60, "epochs": 60}}, "train.persistent_from"),
         ({"train": {"persistent_chains": 256, "persistent_from": -1}}, "train.persistent_from"),
         ({"train": {"persistent_from": 10}}, "train.persistent_from"),
+        ({"train": {"snapshot_every": -5}}, "train.snapshot_every"),
         ({"train": {"persistent_chains": 256, "persistent_share": 0.001}}, "train.persistent_share"),
         ({"train": {"persistent_chains": 4, "batch_size": 64, "persistent_share": 0.25}}, "train.persistent_chains"),
         ({"model": {"family": "rbm"}, "generate": {"gibbs_steps": 10, "snapshot_steps": [0, 20]}},

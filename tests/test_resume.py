@@ -36,7 +36,7 @@ TRAIN = textwrap.dedent("""
     out = Path(sys.argv[2])
     pipeline.train(params, pipeline.TrainPaths(data=Path(sys.argv[3]), model=out / "m.keras",
                    history=out / "h.csv", negatives=out / "n.png", filters=out / "f.png",
-                   record=out / "train.json"), verbose=0)
+                   record=out / "train.json", snapshots=out / "snaps"), verbose=0)
 """)
 
 
@@ -52,8 +52,9 @@ def _weights(path):
 
 @pytest.fixture
 def prepared(tmp_path, mlflow_store):
-    # the ring buffer and the persistent chains both resume; the chains join after epoch 3, always in the resumed run
-    raw = small_params(epochs=4, persistent_chains=64, persistent_from=3)
+    # the ring buffer and the persistent chains both resume; the chains join after epoch 3, always in the resumed
+    # run; a snapshot every epoch, so some are written before the kill
+    raw = small_params(epochs=4, persistent_chains=64, persistent_from=3, snapshot_every=1)
     pipeline.prepare(parse_params(raw), pipeline.PreparePaths(data=tmp_path / "data"))
     return raw, tmp_path / "data"
 
@@ -86,6 +87,15 @@ def test_a_killed_train_stage_resumes_to_the_weights_of_a_run_that_never_stopped
     assert 2 <= done < 4
     for x, y in zip(_weights(tmp_path / "a/m.keras"), _weights(tmp_path / "b/m.keras")):
         np.testing.assert_array_equal(x, y)
+    # every epoch's snapshot, those the killed process wrote included, as the uninterrupted run's
+    names = [f"energy-e{e:03d}.keras" for e in (1, 2, 3, 4)]
+    assert sorted(p.name for p in (tmp_path / "b/snaps").iterdir()) == names
+    for name in names:
+        for x, y in zip(_weights(tmp_path / "a/snaps" / name), _weights(tmp_path / "b/snaps" / name)):
+            np.testing.assert_array_equal(x, y)
+    for x, y in zip(_weights(tmp_path / "b/snaps" / names[-1]), _weights(tmp_path / "b/m.keras")):
+        np.testing.assert_array_equal(x, y)
+    assert not np.array_equal(_weights(tmp_path / "b/snaps" / names[0])[0], _weights(tmp_path / "b/m.keras")[0])
     a, b = pd.read_csv(tmp_path / "a/h.csv"), pd.read_csv(tmp_path / "b/h.csv")
     assert a["epoch"].tolist() == b["epoch"].tolist() == [1, 2, 3, 4]
     np.testing.assert_allclose(a.drop(columns="loss"), b.drop(columns="loss"), rtol=1e-6)  # loss: sums may round apart
@@ -98,6 +108,8 @@ def test_a_killed_train_stage_resumes_to_the_weights_of_a_run_that_never_stopped
     old = runs.loc[new, "tags.ebm.replaces_killed"]
     assert runs.loc[old, "status"] == "KILLED"
     assert sorted(runs["status"]) == ["FINISHED", "FINISHED", "KILLED"]
+    logged = mlflow.MlflowClient().list_artifacts(new, "snapshots")
+    assert sorted(f.path for f in logged) == [f"snapshots/{name}" for name in names]
 
 
 def test_a_divergence_rolls_back_at_a_lower_rate_and_training_continues(tmp_path, mlflow_store):

@@ -21,6 +21,7 @@ class TrainPaths:
     negatives: Path = Path("reports/train/negatives.png")
     filters: Path = Path("reports/train/filters.png")
     record: Path = Path("reports/runs/train.json")
+    snapshots: Path | None = None  # train.snapshot_every's models; None: a "snapshots" folder beside the model
 
 
 @dataclass(frozen=True)

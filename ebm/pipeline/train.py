@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import shutil
 import sys
 import time
 from dataclasses import asdict
@@ -70,12 +71,14 @@ def train(params: Params, paths: TrainPaths, verbose: int | None = None) -> dict
     if params.model.family != "ebm":
         from ebm.pipeline import boltzmann
 
-        return boltzmann.train(params, paths, verbose)
+        summary = boltzmann.train(params, paths, verbose)
+        fresh_dir(snapshot_dir(paths))  # train.snapshot_every is the deep EBM's; the DVC output exists, empty
+        return summary
     import tensorflow as tf
 
     from ebm import distribute, resume
     from ebm.callbacks import (BufferCoverage, DivergenceGuard, EnergyCheckpoint, HistoryCSV, MlflowEpochLogger,
-                               PersistentStart, TrainingStateKeeper, save_model_atomic)
+                               PersistentStart, TrainingStateKeeper, WeightSnapshots, save_model_atomic)
     from ebm.plots import kernel_images, save_grid
     from ebm.runtime import configure_threads
     from ebm.tracking import NullRun, stage_run
@@ -91,8 +94,9 @@ def train(params: Params, paths: TrainPaths, verbose: int | None = None) -> dict
         import tempfile
 
         scratch = Path(tempfile.mkdtemp(prefix="ebm-worker-"))
-        paths = TrainPaths(data=paths.data, **{f: scratch / getattr(paths, f).name
-                                               for f in ("model", "history", "negatives", "filters", "record")})
+        paths = TrainPaths(data=paths.data, snapshots=scratch / "snapshots",
+                           **{f: scratch / getattr(paths, f).name
+                              for f in ("model", "history", "negatives", "filters", "record")})
     data_files = [paths.data / "train.npz", paths.data / "test.npz"]
     train_split, test_split = (data_lib.load_split(f) for f in data_files)
     if len(train_split.x) < t.batch_size:
@@ -116,6 +120,8 @@ def train(params: Params, paths: TrainPaths, verbose: int | None = None) -> dict
     state_path = resume.resume_dir() / f"train-{key}.npz"
     if not chief:
         state_path = paths.model.parent / state_path.name
+    snapshots = snapshot_dir(paths)
+    staged = state_path.with_name(f"snapshots-{key}")  # beside the state, so a resumed run keeps them
     tracked = stage_run("train", params, section, paths.record, upstream=("prepare",)) if chief \
         else contextlib.nullcontext(NullRun())
     with tracked as run:
@@ -129,6 +135,8 @@ def train(params: Params, paths: TrainPaths, verbose: int | None = None) -> dict
         keeper = TrainingStateKeeper(state_path, key, guard, history, depth=t.max_rollbacks + 1)
         callbacks = [history, guard, checkpoint, keeper,
                      MlflowEpochLogger(run, images_fn=lambda: model.buffer.newest(64).numpy())]
+        if t.snapshot_every:  # before the keeper: a saved state's epoch always has its snapshot
+            callbacks.insert(callbacks.index(keeper), WeightSnapshots(staged, t.snapshot_every, guard))
         if model.buffer.persistent_wait:  # sets the switch before each epoch's first batch
             callbacks.append(PersistentStart(model.buffer, t.persistent_from))
         if labelled:  # watch the buffer's class coverage
@@ -138,6 +146,7 @@ def train(params: Params, paths: TrainPaths, verbose: int | None = None) -> dict
         first = resume_from(state_path, key, model, history, run) if resume.resume_enabled() else 0
         guard.seed(history.rows)
         if first == 0:
+            shutil.rmtree(staged, ignore_errors=True)  # a fresh start: no other run's snapshots
             keeper.keep(0)  # the start, for a rollback in the first epoch
         start = time.perf_counter()
         if verbose is None:  # a live progress bar on a terminal, one line per epoch in logs
@@ -161,6 +170,9 @@ def train(params: Params, paths: TrainPaths, verbose: int | None = None) -> dict
         save_grid(kernel_images(first_conv.weights[0].numpy()), paths.filters, scale=12)
         for path in (paths.history, paths.negatives, paths.filters):
             run.artifact(path)
+        fresh_dir(snapshots)  # always there (empty when off): a DVC output
+        for path in sorted(staged.glob("energy-e*.keras")):
+            run.artifact(shutil.move(path, snapshots / path.name), "snapshots")
         run.artifact(paths.model, "checkpoint")
         steps = (t.epochs - first) * steps_per_epoch
         summary = {"train_seconds": seconds, "seconds_per_step": seconds / max(steps, 1), "steps": steps,
@@ -168,8 +180,19 @@ def train(params: Params, paths: TrainPaths, verbose: int | None = None) -> dict
         run.metrics(summary)
         run.keras_model(model.sampling_network())
     state_path.unlink(missing_ok=True)  # training completed: nothing to resume
+    shutil.rmtree(staged, ignore_errors=True)
     print(f"train: {steps} steps in {seconds:.0f} s ({seconds / max(steps, 1):.3f} s/step) -> {paths.model}")
     return summary
+
+
+def snapshot_dir(paths: TrainPaths) -> Path:
+    """Where ``train.snapshot_every``'s models go: ``paths.snapshots``, else beside the model."""
+    return paths.snapshots or paths.model.parent / "snapshots"
+
+
+def fresh_dir(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
 
 
 def resume_from(state_path, key: str, model, history, run) -> int:
