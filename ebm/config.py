@@ -102,7 +102,7 @@ class TrainConfig:
     persistent_chains: int = 0  # PCD chains kept for the whole run beside the ring buffer (0 = none)
     persistent_share: float = 0.25  # ... the share of each batch's negatives they make
     persistent_restart: float = 0.0  # ... each restarted from noise with this probability per visit
-    persistent_from: int = 0  # ... joining after this many epochs (0 = from the start); before, their rows replay the ring
+    persistent_from: int = 0  # ... joining after this many epochs (0 = from the start; -k: k epochs before the end); before, their rows replay the ring
     seed: int = 0
     sampler: SamplerConfig = field(default_factory=lambda: SamplerConfig(steps=60))
     sampler_splits: int = 0
@@ -148,10 +148,9 @@ class TrainConfig:
                    f"{self.persistent_share} of batch_size {self.batch_size} gives {rows} rows; need 1 to batch_size - 1")
             _check(self.persistent_chains >= rows, "persistent_chains",
                    f"must be >= the persistent rows of each batch ({rows}); got {self.persistent_chains}")
-        _check(0 <= self.persistent_from < max(self.epochs, 1), "persistent_from",
-               f"must be an epoch in [0, epochs = {self.epochs}) (0 = from the start); got {self.persistent_from}")
-        _check(self.persistent_chains or not self.persistent_from, "persistent_from",
-               f"{self.persistent_from} needs train.persistent_chains > 0 (the chains that join); got none")
+        _check(self.persistent_from < max(self.epochs, 1), "persistent_from",
+               f"must be an epoch before epochs = {self.epochs} (0 = from the start; -k: k epochs before the end); "
+               f"got {self.persistent_from}")
         _check(self.sampler_splits >= 0, "sampler_splits", "must be >= 0 (0 = automatic)")
         _check(self.intra_op_threads >= 0, "intra_op_threads", "must be >= 0 (0 = automatic)")
         _check(self.inter_op_threads >= 0, "inter_op_threads", "must be >= 0 (0 = automatic)")
@@ -175,6 +174,13 @@ class TrainConfig:
                f"must be default, mirrored or multi_worker; got {self.strategy!r}")
         _check(self.monitor_n >= 2, "monitor_n", f"must be >= 2; got {self.monitor_n}")
         _check(self.snapshot_every >= 0, "snapshot_every", f"must be >= 0 (0 = none); got {self.snapshot_every}")
+
+    @property
+    def persistent_start(self) -> int:
+        """The epoch after which the persistent chains join: ``persistent_from``, counted from
+        the end when negative (at least 0, so a run shorter than ``-persistent_from`` epochs has
+        them from the start)."""
+        return self.persistent_from if self.persistent_from >= 0 else max(0, self.epochs + self.persistent_from)
 
     def persistent_rows(self, batch: int) -> int:
         """Rows of a batch of ``batch`` negatives that come from the persistent chains."""

@@ -45,8 +45,6 @@ def test_project_params_parse_and_hash_is_stable():
         ({"train": {"persistent_chains": 256, "persistent_restart": -0.1}}, "train.persistent_restart"),
         ({"train": {"persistent_chains": 256, "persistent_share": 1.0}}, "train.persistent_share"),
         ({"train": {"persistent_chains": 256, "persistent_from": 60, "epochs": 60}}, "train.persistent_from"),
-        ({"train": {"persistent_chains": 256, "persistent_from": -1}}, "train.persistent_from"),
-        ({"train": {"persistent_from": 10}}, "train.persistent_from"),
         ({"train": {"snapshot_every": -5}}, "train.snapshot_every"),
         ({"train": {"persistent_chains": 256, "persistent_share": 0.001}}, "train.persistent_share"),
         ({"train": {"persistent_chains": 4, "batch_size": 64, "persistent_share": 0.25}}, "train.persistent_chains"),
@@ -58,6 +56,13 @@ def test_bad_params_name_the_key(raw, key):
     with pytest.raises(ConfigError) as err:
         parse_params(raw)
     assert key in str(err.value)
+
+
+@pytest.mark.parametrize("epochs, start", [(175, 140), (60, 25), (35, 0), (2, 0)])
+def test_a_negative_persistent_from_counts_back_from_the_last_epoch(epochs, start):
+    t = parse_params({"train": {"persistent_chains": 512, "persistent_from": -35, "epochs": epochs}}).train
+    assert t.persistent_start == start
+    assert parse_params({"train": {"persistent_chains": 512, "persistent_from": 20}}).train.persistent_start == 20
 
 
 def test_unknown_source_lists_the_valid_ones():

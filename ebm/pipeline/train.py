@@ -48,7 +48,7 @@ def build_model(params: Params, energy_net=None, steps_per_epoch: int = 1, strat
                               f"replicas leaves {chains} per replica, fewer than a batch's {t.persistent_rows(batch)}")
         buffer = ReplayBuffer(capacity, batch, IMAGE_SHAPE, t.fresh_fraction, seed=t.seed + 2,
                               persistent=chains, persistent_rows=t.persistent_rows(batch),
-                              persistent_restart=t.persistent_restart, persistent_wait=t.persistent_from > 0)
+                              persistent_restart=t.persistent_restart, persistent_wait=t.persistent_start > 0)
         model = ContrastiveDivergenceModel(energy_net, sampler, buffer, alpha=t.alpha, real_noise=t.real_noise,
                                            seed=t.seed + 3, buffer_shift=t.buffer_shift, ema_decay=t.ema_decay,
                                            kl_weight=t.kl_weight, kl_repel=t.kl_repel, kl_compare=t.kl_compare,
@@ -138,7 +138,7 @@ def train(params: Params, paths: TrainPaths, verbose: int | None = None) -> dict
         if t.snapshot_every:  # before the keeper: a saved state's epoch always has its snapshot
             callbacks.insert(callbacks.index(keeper), WeightSnapshots(staged, t.snapshot_every, guard))
         if model.buffer.persistent_wait:  # sets the switch before each epoch's first batch
-            callbacks.append(PersistentStart(model.buffer, t.persistent_from))
+            callbacks.append(PersistentStart(model.buffer, t.persistent_start))
         if labelled:  # watch the buffer's class coverage
             callbacks.insert(0, BufferCoverage(train_split.x, train_split.y, t.monitor_every,
                                                        min(t.monitor_n, t.buffer_size), seed=t.seed))
