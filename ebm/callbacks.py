@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -184,18 +185,20 @@ class EnergyCheckpoint(keras.callbacks.Callback):
 
 
 class WeightSnapshots(keras.callbacks.Callback):
-    """After every ``every``-th healthy epoch, saves the network to sample from as
-    ``directory/energy-e{epoch:03d}.keras`` (atomically), so the model of any of those epochs can
-    be generated from and evaluated later. Attach after the guard."""
+    """After every ``every``-th healthy epoch, keeps a copy of the file ``checkpoint`` (an
+    :class:`EnergyCheckpoint`) has just written, as ``directory/energy-e{epoch:03d}.keras``
+    (atomically), so the model of any of those epochs can be generated from and evaluated later.
+    Attach after the checkpoint."""
 
-    def __init__(self, directory: str | Path, every: int, guard: DivergenceGuard):
+    def __init__(self, directory: str | Path, every: int, checkpoint: EnergyCheckpoint):
         super().__init__()
-        self.directory, self.every, self.guard = Path(directory), every, guard
+        self.directory, self.every, self.checkpoint = Path(directory), every, checkpoint
 
     def on_epoch_end(self, epoch, logs=None):
-        if (epoch + 1) % self.every == 0 and self.guard.healthy(logs):
+        if (epoch + 1) % self.every == 0 and self.checkpoint.saved_epoch == epoch + 1:
             self.directory.mkdir(parents=True, exist_ok=True)
-            save_model_atomic(self.model.sampling_network(), self.directory / f"energy-e{epoch + 1:03d}.keras")
+            write_atomic(self.directory / f"energy-e{epoch + 1:03d}.keras",
+                         lambda tmp: shutil.copyfile(self.checkpoint.path, tmp))
 
 
 class TrainingStateKeeper(keras.callbacks.Callback):
@@ -237,11 +240,16 @@ class TrainingStateKeeper(keras.callbacks.Callback):
 def save_model_atomic(model: keras.Model, path: str | Path) -> Path:
     """``model.save(path)`` through a temporary file in the same folder and a rename, so a kill
     mid-write leaves the previous file whole."""
+    return write_atomic(path, model.save)
+
+
+def write_atomic(path: str | Path, write) -> Path:
+    """``write(tmp)`` to a temporary file beside ``path`` (same suffix), then renamed onto it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
     try:
-        model.save(tmp)
+        write(tmp)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

@@ -99,7 +99,7 @@ class TrainConfig:
     real_noise: float = 0.005
     buffer_size: int = 8192
     fresh_fraction: float = 0.05
-    persistent_chains: int = 0  # PCD chains kept for the whole run beside the ring buffer (0 = none)
+    persistent_chains: int = 0  # PCD chains kept beside the ring buffer from persistent_start on (0 = none)
     persistent_share: float = 0.25  # ... the share of each batch's negatives they make
     persistent_restart: float = 0.0  # ... each restarted from noise with this probability per visit
     persistent_from: int = 0  # ... joining after this many epochs (0 = from the start; -k: k epochs before the end); before, their rows replay the ring

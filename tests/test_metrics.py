@@ -19,6 +19,18 @@ def test_nearest_distances_find_copies():
     assert np.allclose(d[:5], 0.0, atol=1e-3) and np.all(d[5:] > 0.1)
 
 
+def test_nearest_matches_a_brute_force_search():
+    from scipy.spatial.distance import cdist
+
+    rng = np.random.default_rng(4)
+    ref = rng.uniform(-1, 1, (300, 8, 8, 1)).astype(np.float32)
+    q = rng.uniform(-1, 1, (70, 8, 8, 1)).astype(np.float32)
+    full = cdist(q.reshape(70, -1).astype(np.float64), ref.reshape(300, -1).astype(np.float64))
+    dist, idx = M.nearest(q, ref, batch=32)  # three batches, the last one short
+    assert np.array_equal(idx, full.argmin(1))
+    assert np.allclose(dist, full.min(1), rtol=1e-6)
+
+
 def test_energies_of_slices_and_class_means_skip_absent_classes():
     x = np.arange(7, dtype=np.float32).reshape(7, 1)
     calls = []

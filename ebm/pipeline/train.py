@@ -135,8 +135,8 @@ def train(params: Params, paths: TrainPaths, verbose: int | None = None) -> dict
         keeper = TrainingStateKeeper(state_path, key, guard, history, depth=t.max_rollbacks + 1)
         callbacks = [history, guard, checkpoint, keeper,
                      MlflowEpochLogger(run, images_fn=lambda: model.buffer.newest(64).numpy())]
-        if t.snapshot_every:  # before the keeper: a saved state's epoch always has its snapshot
-            callbacks.insert(callbacks.index(keeper), WeightSnapshots(staged, t.snapshot_every, guard))
+        if t.snapshot_every:  # after the checkpoint it copies, before the keeper: a kept epoch has its snapshot
+            callbacks.insert(callbacks.index(keeper), WeightSnapshots(staged, t.snapshot_every, checkpoint))
         if model.buffer.persistent_wait:  # sets the switch before each epoch's first batch
             callbacks.append(PersistentStart(model.buffer, t.persistent_start))
         if labelled:  # watch the buffer's class coverage
