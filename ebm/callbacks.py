@@ -196,7 +196,6 @@ class WeightSnapshots(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         if (epoch + 1) % self.every == 0 and self.checkpoint.saved_epoch == epoch + 1:
-            self.directory.mkdir(parents=True, exist_ok=True)
             write_atomic(self.directory / f"energy-e{epoch + 1:03d}.keras",
                          lambda tmp: shutil.copyfile(self.checkpoint.path, tmp))
 
