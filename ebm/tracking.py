@@ -14,9 +14,10 @@
   its host and pid, so :func:`close_stale_runs` can end runs whose process died.
 * **Concurrency.** SQLite allows one writer at a time, and MLflow's own retries do not cover
   table creation or long lock waits, so parallel queued experiments (``dvc queue start -j 2``)
-  can fail with "database is locked". Every write to the local SQLite store goes through
-  :func:`store_lock`, an exclusive ``flock`` on ``<root>/mlflow.db.lock``; writes are short, so
-  waiting is cheap. With a tracking server (``MLFLOW_TRACKING_URI=http://...``) no lock is taken.
+  can fail with "database is locked", and two processes opening a store that does not exist yet
+  both create its tables ("table ... already exists"). Opening the local SQLite store and every
+  write to it go through :func:`store_lock`, an exclusive ``flock`` on ``<root>/mlflow.db.lock``;
+  writes are short, so waiting is cheap. With a tracking server (``MLFLOW_TRACKING_URI=http://...``) no lock is taken.
 
 Only stage entry points and the CLI call this module; the math never does.
 """
@@ -131,7 +132,8 @@ class Tracker:
 
         self.root = root or repo_root()
         self.uri = tracking_uri(self.root)
-        self.client = MlflowClient(tracking_uri=self.uri)
+        with store_lock(self.uri):  # opening a new SQLite store creates its tables: one process at a time
+            self.client = MlflowClient(tracking_uri=self.uri)
 
     def locked(self):
         return store_lock(self.uri)

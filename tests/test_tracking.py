@@ -308,3 +308,34 @@ def test_register_picks_the_best_finished_deep_ebm_pipeline():
         best_pipeline(runs, "kid")
     with pytest.raises(RegistryError, match="names no training run"):
         training_run(runs, runs.iloc[0])
+
+
+def test_workers_that_open_a_new_store_at_once_all_get_it(tmp_path):
+    """`dvc queue start -j 2` on a fresh clone: both workers' first stage opens the SQLite store
+    that does not exist yet, and MLflow creates its tables on opening ("table ... already exists"
+    for the loser). Four processes, released together, must all open it and log a run."""
+    code = textwrap.dedent("""
+        import os, sys, time
+        from ebm import tracking
+        import mlflow.store.tracking.sqlalchemy_store  # the slow imports first, then report ready
+        open(sys.argv[1] + "." + str(os.getpid()), "w").close()
+        while not os.path.exists(sys.argv[1]):  # the start gun
+            time.sleep(0.001)
+        tracker = tracking.Tracker()
+        with tracker.locked():
+            experiment = tracker.ensure_experiment("race")
+            tracker.client.create_run(experiment)
+    """)
+    env = {**os.environ, "DVC_ROOT": str(tmp_path), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+           "PYTHONPATH": str(ROOT)}
+    gun = tmp_path / "go"
+    workers = [subprocess.Popen([sys.executable, "-c", code, str(gun)], env=env, cwd=tmp_path,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(4)]
+    deadline = time.monotonic() + 120
+    while len(list(tmp_path.glob("go.*"))) < len(workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    gun.touch()
+    outputs = [w.communicate(timeout=120)[0] for w in workers]
+    assert [w.returncode for w in workers] == [0] * 4, "\n".join(outputs)
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert len(client.search_runs([client.get_experiment_by_name("race").experiment_id])) == 4
