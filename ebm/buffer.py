@@ -15,8 +15,7 @@ uniform noise with that probability, so the chains' ages spread geometrically, m
 ``steps / persistent_restart``, rather than all growing with the run. With ``persistent_wait``
 the chains start switched off (:attr:`live` False, until a callback sets it): their rows are then
 replays of the ring, written back into the chains' slots, so the chains that take over are as
-old as the ring's. :meth:`refresh_chains` restarts them all from the ring's newest negatives (the
-training monitor calls it when the chains' class coverage falls: ``train.persistent_min_coverage``).
+old as the ring's.
 """
 
 from __future__ import annotations
@@ -61,17 +60,6 @@ class ReplayBuffer(tf.Module):
         if self.persistent_wait:  # set per epoch by the trainer, so it needs no saved state
             self.live = tf.Variable(False, trainable=False, name="persistent_live",
                                     aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
-
-    @property
-    def chains_live(self) -> bool:
-        """Whether the persistent chains are training (not waiting, :attr:`live`); False without chains."""
-        return bool(self.persistent) and (not self.persistent_wait or bool(self.live.numpy()))
-
-    def refresh_chains(self) -> None:
-        """Restart every persistent chain from the ring's newest negatives (newest first; while the
-        ring holds fewer, some of its first uniform noise). Draws no random numbers, so the run's
-        random stream is the same with or without it."""
-        self.chains.assign(self.newest(self.persistent))
 
     def _uniform(self, n) -> tf.Tensor:
         return self.rng.uniform((n, *self.image_shape), minval=-1.0, maxval=1.0)

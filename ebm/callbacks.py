@@ -126,17 +126,12 @@ class BufferCoverage(keras.callbacks.Callback):
     them (``chain_coverage``). And the spread of the ten classes' mean energy over (at most
     ``n``) real reference digits under the network sampled from (``energy_class_gap``, highest
     class minus lowest: what evaluate reports on the test digits; the wider it is, the further
-    long chains drift towards the lowest classes). With ``min_chain_coverage`` > 0, training chains
-    whose coverage has fallen below it restart from the ring's newest negatives
-    (:meth:`ReplayBuffer.refresh_chains`; ``chain_refresh`` 1 in the logs, else 0): old chains sink
-    into the lowest-energy class and training against them then raises that class until chains
-    from noise no longer draw it. Attach it before the callbacks that record the logs and keep
-    the training state, so a kept epoch holds the restarted chains."""
+    long chains drift towards the lowest classes). Attach it before the callbacks that record
+    the logs."""
 
-    def __init__(self, reference, labels, every: int, n: int, seed: int = 0, min_chain_coverage: float = 0.0):
+    def __init__(self, reference, labels, every: int, n: int, seed: int = 0):
         super().__init__()
         self.reference, self.labels, self.every, self.n = reference, labels, every, n
-        self.min_chain_coverage = min_chain_coverage
         self.gap_rows = np.sort(np.random.default_rng(seed).choice(len(reference), min(n, len(reference)),
                                                                    replace=False))
 
@@ -150,11 +145,6 @@ class BufferCoverage(keras.callbacks.Callback):
         if buffer.persistent:
             _, idx = metrics.nearest(buffer.chains.numpy()[:self.n], self.reference)
             logs["chain_coverage"] = metrics.coverage(np.eye(10)[self.labels[idx]])
-            if self.min_chain_coverage > 0:
-                refresh = buffer.chains_live and logs["chain_coverage"] < self.min_chain_coverage
-                if refresh:
-                    buffer.refresh_chains()
-                logs["chain_refresh"] = float(refresh)
         logs["energy_class_gap"] = self.class_gap()
 
     def class_gap(self) -> float:

@@ -103,7 +103,6 @@ class TrainConfig:
     persistent_share: float = 0.25  # ... the share of each batch's negatives they make
     persistent_restart: float = 0.0  # ... each restarted from noise with this probability per visit
     persistent_from: int = 0  # ... joining after this many epochs (0 = from the start; -k: k epochs before the end); before, their rows replay the ring
-    persistent_min_coverage: float = 0.0  # ... all restarted from the ring's newest negatives when the monitor finds their class coverage below this (0 = never; needs labels)
     seed: int = 0
     sampler: SamplerConfig = field(default_factory=lambda: SamplerConfig(steps=60))
     sampler_splits: int = 0
@@ -149,8 +148,6 @@ class TrainConfig:
                    f"{self.persistent_share} of batch_size {self.batch_size} gives {rows} rows; need 1 to batch_size - 1")
             _check(self.persistent_chains >= rows, "persistent_chains",
                    f"must be >= the persistent rows of each batch ({rows}); got {self.persistent_chains}")
-        _check(0 <= self.persistent_min_coverage < 1, "persistent_min_coverage",
-               f"must be in [0, 1) (0 = never restarted by coverage); got {self.persistent_min_coverage}")
         _check(self.persistent_from < max(self.epochs, 1), "persistent_from",
                f"must be an epoch before epochs = {self.epochs} (0 = from the start; -k: k epochs before the end); "
                f"got {self.persistent_from}")

@@ -43,7 +43,6 @@ def test_project_params_parse_and_hash_is_stable():
         ({"train": {"kl_compare": 0}}, "train.kl_compare"),
         ({"train": {"persistent_chains": -1}}, "train.persistent_chains"),
         ({"train": {"persistent_chains": 256, "persistent_restart": -0.1}}, "train.persistent_restart"),
-        ({"train": {"persistent_chains": 256, "persistent_min_coverage": 1.0}}, "train.persistent_min_coverage"),
         ({"train": {"persistent_chains": 256, "persistent_share": 1.0}}, "train.persistent_share"),
         ({"train": {"persistent_chains": 256, "persistent_from": 60, "epochs": 60}}, "train.persistent_from"),
         ({"train": {"snapshot_every": -5}}, "train.snapshot_every"),

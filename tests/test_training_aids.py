@@ -275,38 +275,3 @@ def test_the_class_balance_term_narrows_the_class_energy_gap_that_plain_cd_leave
     assert after[3000.0] < 0.5 * min(before, after[0.0])  # measured: 0.40 of it
     with pytest.raises(ValueError, match="labelled batches"):
         tiny_model(class_balance=1.0).train_step(real)
-
-
-def test_chains_whose_class_coverage_falls_restart_from_the_newest_ring_negatives_once_live():
-    from ebm.callbacks import BufferCoverage
-
-    rng = np.random.default_rng(1)
-    reference = rng.uniform(-1, 1, (20, 32, 32, 1)).astype(np.float32)
-    labels = np.arange(20) % 10
-    model = tiny_model()
-    model.buffer = ReplayBuffer(64, 16, (32, 32, 1), seed=2, persistent=20, persistent_rows=4, persistent_wait=True)
-    buf = model.buffer
-    buf.examples.assign(np.concatenate([reference] * 3 + [reference[:4]]) + 0.01)  # every class, newest last
-    buf.head.assign(0)
-    buf.size.assign(64)
-    collapsed = np.repeat(reference[3:4], 20, axis=0)  # every chain on one "3"
-    buf.chains.assign(collapsed)
-    watch = BufferCoverage(reference, labels, every=1, n=40, min_chain_coverage=0.9)
-    watch.set_model(model)
-    logs = {}
-    watch.on_epoch_end(1, logs)  # the chains still wait (live False): left alone
-    assert logs["chain_coverage"] == pytest.approx(0.0) and logs["chain_refresh"] == 0.0
-    assert np.array_equal(buf.chains.numpy(), collapsed)
-    buf.live.assign(True)
-    logs = {}
-    watch.on_epoch_end(2, logs)
-    assert logs["chain_coverage"] == pytest.approx(0.0) and logs["chain_refresh"] == 1.0
-    assert np.array_equal(buf.chains.numpy(), buf.newest(20).numpy())  # the 20 newest ring negatives
-    logs = {}
-    watch.on_epoch_end(3, logs)  # now spread over every class: above the floor, kept
-    assert logs["chain_coverage"] > 0.9 and logs["chain_refresh"] == 0.0
-    off = {}
-    plain = BufferCoverage(reference, labels, every=1, n=40)
-    plain.set_model(model)
-    plain.on_epoch_end(4, off)
-    assert "chain_refresh" not in off  # off (0): the logs and the run are as before

@@ -105,10 +105,6 @@ def train(params: Params, paths: TrainPaths, verbose: int | None = None) -> dict
     if t.class_balance > 0 and not labelled:
         raise ConfigError("train.class_balance", f"={t.class_balance} needs a label for every training digit; "
                           f"{paths.data / 'train.npz'} has unlabelled ones (set it to 0)")
-    if t.persistent_chains and t.persistent_min_coverage > 0 and not labelled:
-        raise ConfigError("train.persistent_min_coverage", f"={t.persistent_min_coverage} needs a label for every "
-                          f"training digit (the monitor's class coverage); {paths.data / 'train.npz'} has "
-                          "unlabelled ones (set it to 0)")
     steps_per_epoch = len(train_split.x) // t.batch_size
     arrays = (train_split.x, train_split.y) if t.class_balance > 0 else (train_split.x,)
 
@@ -145,8 +141,7 @@ def train(params: Params, paths: TrainPaths, verbose: int | None = None) -> dict
             callbacks.append(PersistentStart(model.buffer, t.persistent_start))
         if labelled:  # watch the buffer's class coverage
             callbacks.insert(0, BufferCoverage(train_split.x, train_split.y, t.monitor_every,
-                                                       min(t.monitor_n, t.buffer_size), seed=t.seed,
-                                                       min_chain_coverage=t.persistent_min_coverage))
+                                                       min(t.monitor_n, t.buffer_size), seed=t.seed))
         keeper.set_model(model)
         first = resume_from(state_path, key, model, history, run) if resume.resume_enabled() else 0
         guard.seed(history.rows)
