@@ -75,13 +75,20 @@ def run_queue(repo, env, workers: int, timeout: float = 900) -> str:
     import subprocess
     import time
 
-    starter = subprocess.Popen(["dvc", "queue", "start", "-j", str(workers)], cwd=repo, env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    def start():
+        return subprocess.Popen(["dvc", "queue", "start", "-j", str(workers)], cwd=repo, env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    starter = start()
     deadline = time.time() + timeout
     while time.time() < deadline:
         status = sh("dvc", "queue", "status", cwd=repo, env=env)  # no machine-readable form in DVC 3
         if "Queued" not in status and "Running" not in status:
             break
+        if "Running" not in status and "0 active" in status and starter.poll() is not None:
+            # DVC's workers can all stop with tasks still queued (treeverse/dvc#10562, seen here on a
+            # loaded host); its workaround, as a user would: start the queue again
+            starter = start()
         time.sleep(3)
     starter.wait(timeout=120)
     return status
