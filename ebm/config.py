@@ -277,6 +277,7 @@ class EvaluateConfig:
     longrun_max_fid_ratio: float = 3.0
     longrun_min_coverage: float = 0.95
     longrun_max_confident_drop: float = 0.1
+    floor_draws: int = 50  # random training subsets each real-vs-real FID floor averages over
     ais_runs: int = 100  # rbm / dbn: independent AIS chains for log Z
     ais_betas: int = 14500  # ... and inverse temperatures per chain
     bound_samples: int = 10  # dbn: posterior samples per test digit in the likelihood bound
@@ -288,6 +289,7 @@ class EvaluateConfig:
         _check(self.batch_size >= 1, "batch_size", "must be >= 1")
         _check(self.longrun_factor >= 1, "longrun_factor", "must be >= 1 (1 = no long-run check)")
         _check(self.longrun_n >= 2, "longrun_n", "must be >= 2")
+        _check(self.floor_draws >= 1, "floor_draws", f"must be >= 1; got {self.floor_draws}")
         _check(self.longrun_max_fid_ratio > 0, "longrun_max_fid_ratio", f"must be > 0; got {self.longrun_max_fid_ratio}")
         _check(0 <= self.longrun_min_coverage <= 1, "longrun_min_coverage",
                f"must be in [0, 1]; got {self.longrun_min_coverage}")

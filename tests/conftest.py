@@ -23,7 +23,7 @@ def tiny_params_dict() -> dict:
     p["generate"].update(n=24, snapshot_steps=[0, 2, 6], chains_shown=4)
     p["generate"]["gif_every"] = 2
     p["classifier"].update(epochs=1, members=1)  # the 3-member ensemble is tested on its own (trained_judge)
-    p["evaluate"].update(batch_size=64, longrun_factor=3, longrun_n=8, ais_runs=8, ais_betas=60, bound_samples=2)
+    p["evaluate"].update(batch_size=64, longrun_factor=3, longrun_n=8, ais_runs=8, ais_betas=60, bound_samples=2, floor_draws=3)
     p["generate"]["gibbs_steps"] = 6
     for family in ("rbm", "dbn"):
         p[family].update(hidden=16, epochs=2, batch_size=32)

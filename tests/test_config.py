@@ -33,6 +33,7 @@ def test_project_params_parse_and_hash_is_stable():
         ({"dbn": {"momentum": 1.0}}, "dbn.momentum"),
         ({"dbn": {"hidden_units": 10}}, "dbn.hidden_units"),
         ({"evaluate": {"ais_runs": 1}}, "evaluate.ais_runs"),
+        ({"evaluate": {"floor_draws": 0}}, "evaluate.floor_draws"),
         ({"train": {"on_divergence": "retry"}}, "train.on_divergence"),
         ({"train": {"strategy": "ring"}}, "train.strategy"),
         ({"train": {"max_rollbacks": -1}}, "train.max_rollbacks"),

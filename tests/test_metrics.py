@@ -38,3 +38,26 @@ def test_energies_of_slices_and_class_means_skip_absent_classes():
     assert calls == [3, 3, 1] and np.array_equal(energies, 2 * np.arange(7))
     present, means = M.class_means(energies, np.array([4, 0, 4, 0, 9, 9, 9]))
     assert present.tolist() == [0, 4, 9] and np.allclose(means, [(2 + 6) / 2, (0 + 4) / 2, (8 + 10 + 12) / 3])
+
+
+def test_real_floor_averages_draws_into_a_steadier_floor():
+    """The real-vs-real FID floor from one random training subset moves with the subset; the
+    mean over 20 subsets moves about sqrt(20) times less, estimates the same expectation, and
+    its reported spread is the single draws' spread. One draw is the floor a single subset gave."""
+    from ebm.evaluation import real_floor
+
+    rng = np.random.default_rng(0)
+    train = rng.normal(size=(2000, 8))
+    reference = rng.normal(size=(60, 8))
+    single, averaged, spreads = [], [], []
+    for seed in range(30):
+        single.append(real_floor(train, reference, np.random.default_rng(seed), draws=1, seed=seed)[0])
+        mean, std = real_floor(train, reference, np.random.default_rng(seed), draws=20, seed=seed)
+        averaged.append(mean)
+        spreads.append(std)
+    assert np.std(averaged) < 0.4 * np.std(single)
+    assert abs(np.mean(averaged) - np.mean(single)) < 2 * np.std(single) / np.sqrt(30)
+    assert 0.6 < np.mean(spreads) / np.std(single) < 1.5
+    pick = np.random.default_rng(7).choice(2000, 60, replace=False)
+    assert real_floor(train, reference, np.random.default_rng(7))[0] == M.frechet_distance(train[pick], reference)
+    assert real_floor(train, reference, np.random.default_rng(7))[1] == 0.0

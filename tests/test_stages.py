@@ -82,7 +82,7 @@ def test_every_stage_writes_its_outputs_and_logs_a_run(pipeline_run):
                 "nn_dist_generated_median", "nn_dist_test_median", "auroc_uniform_noise", "auroc_gaussian_noise",
                 "auroc_flipped_digits", "auroc_inverted_digits", "auroc_pixel_shuffled_digits", "auroc_mixture",
                 "longrun_confident_share", "longrun_fid", "longrun_fid_floor", "longrun_kid", "longrun_coverage",
-                "longrun_stable", "test_cdiv"):
+                "longrun_stable", "test_cdiv", "fid_real_floor_std", "longrun_fid_floor_std"):
         assert np.isfinite(saved[key]), key
     assert saved["longrun_n"] == params.evaluate.longrun_n
     curve = pd.read_csv(ep.figures / "longrun_curve.csv")  # one row per multiple of the 6 generation steps

@@ -56,7 +56,7 @@ def evaluate(params: Params, paths: EvaluatePaths, network=None, track: bool = T
                 return {**{1 + s // steps: v.numpy() for s, v in states.items()}, e.longrun_factor: x.numpy()}
         result = evaluation.evaluate(energy, classifier, train.x, test.x, samples, seed=e.seed, longrun=longrun,
                                      longrun_n=e.longrun_n, gates=longrun_gates(params), batch_size=e.batch_size,
-                                     test_y=test.y)
+                                     test_y=test.y, floor_draws=e.floor_draws)
         metrics = {**result.metrics, **extra}
         paths.metrics.parent.mkdir(parents=True, exist_ok=True)
         paths.metrics.write_text(json.dumps(metrics, indent=2) + "\n")
@@ -206,7 +206,8 @@ def longrun_paragraphs(params: Params, metrics: dict, curve=None, class_energies
     held = longrun_gates(params).verdicts(metrics)
     gates = [
         (f"FID {metrics['longrun_fid']:.3g} <= {e.longrun_max_fid_ratio:g} x real-vs-real floor "
-         f"{metrics['longrun_fid_floor']:.3g}", held["fid"]),
+         f"{metrics['longrun_fid_floor']:.3g} (mean of {e.floor_draws} draws, sd "
+         f"{metrics.get('longrun_fid_floor_std', 0.0):.2g})", held["fid"]),
         (f"class coverage {metrics['longrun_coverage']:.3f} >= {e.longrun_min_coverage:g}", held["coverage"]),
         (f"confident share {metrics['longrun_confident_share']:.3f} no more than {e.longrun_max_confident_drop:g} below "
          f"its start {metrics['longrun_confident_share_before']:.3f}", held["confident"]),
