@@ -37,6 +37,16 @@ typedef float V __attribute__((vector_size(kVec * sizeof(float))));
 typedef float Vu __attribute__((vector_size(kVec * sizeof(float)), aligned(4)));  // unaligned access
 constexpr int kMaxRows = 8;
 constexpr int kMaxVecs = 4;
+// Vectors of output channels per block in PixelGemm. With 16 registers a block of 3 pixels x 4
+// vectors needs 12 accumulators, 4 weight vectors and a broadcast, one register too many: GCC then
+// reads every weight from memory once per pixel (vfmadd231ps with a memory operand), 15 loads for
+// 12 FMAs. 6 x 2 keeps its 2 weight vectors in registers (8 loads for 12 FMAs), the AVX2 sgemm
+// kernels' shape: the chain ran 11-13% faster on an AVX2 EPYC, with the same sums in the same order.
+#if defined(__AVX512F__)
+constexpr int kGroupVecs = 4;
+#else
+constexpr int kGroupVecs = 2;
+#endif
 constexpr int kFirstRowsMax = 16;  // output pixels per block of the first layer (FirstConv)
 
 inline V Load(const float* p) { return *reinterpret_cast<const Vu*>(p); }
@@ -111,15 +121,15 @@ template <typename Epilogue>
 void PixelGemm(const float* base, const std::vector<int>& offs, const std::vector<int>& taps, int K,
                const float* w, int ld, const float* bias, float* out, bool advance, Epilogue fn) {
   const int nv = ld / kVec;
-  const int per = std::max(1, std::min(kMaxRows, kAccBudget / std::min(nv, kMaxVecs)));
+  const int per = std::max(1, std::min(kMaxRows, kAccBudget / std::min(nv, kGroupVecs)));
   const float* rows[kMaxRows];
   const int count = static_cast<int>(offs.size());
   for (int i0 = 0; i0 < count; i0 += per) {
     const int n = std::min(per, count - i0);
     float* tile = advance ? out + static_cast<ptrdiff_t>(i0) * ld : out;
     for (int r = 0; r < n; ++r) rows[r] = base + offs[i0 + r];
-    for (int v0 = 0; v0 < nv; v0 += kMaxVecs) {
-      const int nvs = std::min(kMaxVecs, nv - v0);
+    for (int v0 = 0; v0 < nv; v0 += kGroupVecs) {
+      const int nvs = std::min(kGroupVecs, nv - v0);
       Blocks(n, nvs)(rows, taps.data(), static_cast<int>(taps.size()), K, w + v0 * kVec, ld,
                      bias ? bias + v0 * kVec : nullptr, tile + v0 * kVec, ld);
     }

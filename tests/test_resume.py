@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ebm import pipeline, resume
+from ebm import data as data_lib, pipeline, resume
 from ebm.config import parse_params
 from ebm.network import load_model_file
 from tests.conftest import ROOT, tiny_params_dict
@@ -120,6 +120,9 @@ def test_a_divergence_rolls_back_at_a_lower_rate_and_training_continues(tmp_path
                              negatives=tmp_path / "n.png", record=tmp_path / "train.json")
     summary = pipeline.train(params, tp, verbose=0)
     assert summary["rollbacks"] == 1
+    per_epoch = len(data_lib.load_split(tmp_path / "d/train.npz").x) // params.train.batch_size
+    assert summary["steps"] > 2 * per_epoch  # the two epochs after the rollback, and the diverged one's steps
+    assert summary["seconds_per_step"] == pytest.approx(summary["train_seconds"] / summary["steps"])
     history = pd.read_csv(tp.history)
     event = history.loc[history["event"].notna()]
     assert event["epoch"].tolist() == [1]  # detected within the first epoch

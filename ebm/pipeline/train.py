@@ -74,6 +74,7 @@ def train(params: Params, paths: TrainPaths, verbose: int | None = None) -> dict
         summary = boltzmann.train(params, paths, verbose)
         fresh_dir(snapshot_dir(paths))  # train.snapshot_every is the deep EBM's; the DVC output exists, empty
         return summary
+    import keras
     import tensorflow as tf
 
     from ebm import distribute, resume
@@ -133,8 +134,14 @@ def train(params: Params, paths: TrainPaths, verbose: int | None = None) -> dict
         history = HistoryCSV(paths.history)
         checkpoint = EnergyCheckpoint(paths.model, guard)
         keeper = TrainingStateKeeper(state_path, key, guard, history, depth=t.max_rollbacks + 1)
+        ran = [0]  # training steps this process ran, those of epochs a rollback undid included
+
+        def count(batch, logs=None):
+            ran[0] += 1
+
         callbacks = [history, guard, checkpoint, keeper,
-                     MlflowEpochLogger(run, images_fn=lambda: model.buffer.newest(64).numpy())]
+                     MlflowEpochLogger(run, images_fn=lambda: model.buffer.newest(64).numpy()),
+                     keras.callbacks.LambdaCallback(on_train_batch_end=count)]
         if t.snapshot_every:  # after the checkpoint it copies, before the keeper: a kept epoch has its snapshot
             callbacks.insert(callbacks.index(keeper), WeightSnapshots(staged, t.snapshot_every, checkpoint))
         if model.buffer.persistent_wait:  # sets the switch before each epoch's first batch
@@ -174,7 +181,7 @@ def train(params: Params, paths: TrainPaths, verbose: int | None = None) -> dict
         for path in sorted(staged.glob("energy-e*.keras")):
             run.artifact(shutil.move(path, snapshots / path.name), "snapshots")
         run.artifact(paths.model, "checkpoint")
-        steps = (t.epochs - first) * steps_per_epoch
+        steps = ran[0]
         summary = {"train_seconds": seconds, "seconds_per_step": seconds / max(steps, 1), "steps": steps,
                    "rollbacks": int(model.rollbacks.numpy()), **threads}
         run.metrics(summary)
