@@ -273,7 +273,7 @@ class EvaluateConfig:
     seed: int = 0
     batch_size: int = 500
     longrun_factor: int = 5
-    longrun_n: int = 250
+    longrun_n: int = 500
     longrun_max_fid_ratio: float = 3.0
     longrun_min_coverage: float = 0.95
     longrun_max_confident_drop: float = 0.1
