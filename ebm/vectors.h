@@ -73,7 +73,15 @@ inline void BlockOf(Rows rows, const int* taps, int ntaps, int K, const float* w
     for (int k = 0; k < K; ++k, wk += ldw) {
       V wv[NV];
 #pragma GCC unroll 4
-      for (int v = 0; v < NV; ++v) wv[v] = Load(wk + v * kVec);
+      for (int v = 0; v < NV; ++v) {
+        wv[v] = Load(wk + v * kVec);
+        // Held in a register: GCC otherwise folds the load into every pixel's FMA (vfmadd231ps with a
+        // memory operand), as it did for 4 x 2 blocks on AVX2: 12 loads per 8 FMAs. An empty asm that
+        // may change the value stops the folding; the sums and their order are unchanged.
+#if defined(__x86_64__) || defined(__i386__)
+        asm("" : "+x"(wv[v]));
+#endif
+      }
 #pragma GCC unroll 16
       for (int r = 0; r < R; ++r) {
         const V b = Splat(p[r][k]);
