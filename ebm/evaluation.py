@@ -86,8 +86,8 @@ def evaluate(energy, classifier, train_x: np.ndarray, test_x: np.ndarray, sample
 
     With more samples than real test digits (n of them), FID, precision and recall are the means
     over the samples' disjoint random n-subsets (``fid_std``: the FIDs' spread, ``fid_subsets``:
-    how many): one set of 500 samples moves FID by a few units from draw to draw (README "The
-    FID floor"), and the floor is defined at n digits, so a larger set must not be scored whole.
+    how many): one set of 500 samples moves FID by a few units from draw to draw (docs/experiments.md
+    "The FID floor"), and the floor is defined at n digits, so a larger set must not be scored whole.
 
     ``floor_draws``: how many random subsets of the training digits the real-vs-real FID floors
     (``fid_real_floor``, ``longrun_fid_floor``) average over; their spread is ``*_floor_std``
@@ -206,7 +206,7 @@ def real_floor(train_features: np.ndarray, reference: np.ndarray, rng, draws: in
 
     One draw is a noisy floor: over 40 draws of 500 of the 4,500 training digits its value
     ranged 5.5..11.1 (mean 8.0), at 250 digits 12.7..27.4 (mean 18.5), so a gate at 3x one draw
-    was as much the draw as the samples (README "The FID floor"). The first subset comes from
+    was as much the draw as the samples (docs/experiments.md "The FID floor"). The first subset comes from
     ``rng`` (what a single draw always used: ``draws=1`` gives the old floor), the others from
     a stream of their own keyed by ``seed`` and n, so ``rng``'s later draws do not move."""
     n, total = len(reference), len(train_features)

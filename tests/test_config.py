@@ -7,7 +7,7 @@ from tests.conftest import ROOT
 def test_project_params_parse_and_hash_is_stable():
     p = load_params(ROOT / "params.yaml")
     # separate samplers; generation runs no longer than a replay-buffer chain has lived on average
-    # (README, "Generation length": beyond it chains leave what the model was trained to shape)
+    # (docs/experiments.md, "Generation length": beyond it chains leave what the model was trained to shape)
     assert p.train.sampler.steps < p.sampler.steps <= round(p.train.sampler.steps / p.train.fresh_fraction)
     assert max(p.generate.snapshot_steps) == p.sampler.steps  # the figure shows the final state
     assert p.digest() == load_params(ROOT / "params.yaml").digest()
