@@ -26,6 +26,7 @@ namespace ebm {
 namespace {
 
 using tensorflow::OpInputList;
+using tensorflow::OpOutputList;
 using tensorflow::OpKernel;
 using tensorflow::OpKernelConstruction;
 using tensorflow::OpKernelContext;
@@ -246,8 +247,9 @@ void FirstLayerGrad(const Conv& c, const float* dy, float* grad) {
   }
 }
 
-// dE/d(image) into work.grad, after Forward.
-void Backward(const Net& net, Work& work) {
+// After Forward: the output gradients of every layer's pre-activations (work.dy, work.dh) and,
+// with image_grad, dE/d(image) into work.grad.
+void Backward(const Net& net, Work& work, bool image_grad = true) {
   const int n = static_cast<int>(net.convs.size()), F = net.flat, U = net.units;
   for (int u = 0; u < U; ++u) work.dh[u] = net.out_w[u] * work.dd[u];
   float* da = work.da.data();
@@ -280,6 +282,7 @@ void Backward(const Net& net, Work& work) {
                 });
     }
   }
+  if (!image_grad) return;
   const Conv& first = net.convs[0];
   const float* dy = work.dy[0].data();
   float* grad = work.grad.data();
@@ -291,6 +294,72 @@ void Backward(const Net& net, Work& work) {
     default: FirstLayerGrad<0>(first, dy, grad);
   }
 }
+
+// The network from an op's inputs 3.. (conv_kernels, conv_biases, dense and output weights), packed
+// for the kernels above; false after setting the op's error status.
+#define REQUIRE(cond, status)    \
+  if (!(cond)) {                 \
+    ctx->CtxFailure(status);     \
+    return false;                \
+  }
+bool PackNet(OpKernelContext* ctx, const Tensor& x, Net* out) {
+  Net& net = *out;
+  OpInputList kernels, biases;
+  REQUIRE(ctx->input_list("conv_kernels", &kernels).ok() && ctx->input_list("conv_biases", &biases).ok() &&
+              kernels.size() == biases.size(),
+          InvalidArgument("conv_kernels and conv_biases must be lists of the same length"));
+  const Tensor& dense = ctx->input(3 + 2 * kernels.size());
+  const Tensor& dense_bias = ctx->input(4 + 2 * kernels.size());
+  const Tensor& out_kernel = ctx->input(5 + 2 * kernels.size());
+  const Tensor& out_bias = ctx->input(6 + 2 * kernels.size());
+  REQUIRE(x.dims() == 4 && x.dim_size(3) == 1,
+          InvalidArgument("images must be (batch, height, width, 1); got ", x.shape().DebugString()));
+  net.h = static_cast<int>(x.dim_size(1)), net.w = static_cast<int>(x.dim_size(2));
+  int h = net.h, w = net.w, ci = 1, cip = 1;
+  for (int l = 0; l < kernels.size(); ++l) {
+    const Tensor& k = kernels[l];
+    REQUIRE(k.dims() == 4 && k.dim_size(0) == k.dim_size(1) && k.dim_size(2) == ci,
+            InvalidArgument("conv kernel ", l, " must be (k, k, ", ci, ", filters); got ", k.shape().DebugString()));
+    REQUIRE(biases[l].NumElements() == k.dim_size(3),
+            InvalidArgument("conv bias ", l, " must have ", k.dim_size(3), " elements"));
+    net.convs.push_back(MakeConv(h, w, ci, cip, k, biases[l]));
+    const Conv& c = net.convs.back();
+    h = c.ho, w = c.wo, ci = c.co, cip = c.cop;
+  }
+  for (size_t l = 0; l < net.convs.size(); ++l) {
+    Conv& c = net.convs[l];
+    for (int p = 0; p < c.ho * c.wo; ++p)
+      c.outs.push_back(l + 1 < net.convs.size() ? net.convs[l + 1].InputOffset(p / c.wo, p % c.wo) : p * c.cop);
+    if (l == 0) continue;
+    for (Conv::Class& cl : c.cls)
+      for (int p : cl.pixels) cl.targets.push_back(net.convs[l - 1].GradOffset(p / c.wi, p % c.wi));
+  }
+  const int units = static_cast<int>(dense.dims() == 2 ? dense.dim_size(1) : 0);
+  REQUIRE(dense.dims() == 2 && dense.dim_size(0) == h * w * ci,
+          InvalidArgument("dense kernel must be (", h * w * ci, ", units); got ", dense.shape().DebugString()));
+  REQUIRE(dense_bias.NumElements() == units && out_kernel.NumElements() == units && out_bias.NumElements() == 1,
+          InvalidArgument("dense bias, output kernel and output bias must have ", units, ", ", units, " and 1 elements"));
+  const int up = Pad16(units);
+  net.units = up;
+  net.flat = h * w * cip;
+  net.dense.assign(static_cast<size_t>(net.flat) * up, 0.0f);
+  net.denseT.assign(static_cast<size_t>(net.flat) * up, 0.0f);
+  const float* dk = dense.flat<float>().data();
+  for (int p = 0; p < h * w; ++p)
+    for (int c = 0; c < ci; ++c)
+      for (int u = 0; u < units; ++u) {
+        const float v = dk[(static_cast<size_t>(p) * ci + c) * units + u];
+        net.dense[(static_cast<size_t>(p) * cip + c) * up + u] = v;
+        net.denseT[static_cast<size_t>(u) * net.flat + p * cip + c] = v;
+      }
+  net.dense_bias.assign(up, 0.0f);
+  net.out_w.assign(up, 0.0f);
+  std::copy_n(dense_bias.flat<float>().data(), units, net.dense_bias.begin());
+  std::copy_n(out_kernel.flat<float>().data(), units, net.out_w.begin());
+  net.out_bias = out_bias.flat<float>()(0);
+  return true;
+}
+#undef REQUIRE
 
 class EbmLangevinChainOp : public OpKernel {
  public:
@@ -304,15 +373,6 @@ class EbmLangevinChainOp : public OpKernel {
     const Tensor& x = ctx->input(0);
     const Tensor& seed = ctx->input(1);
     const Tensor& steps_t = ctx->input(2);
-    OpInputList kernels, biases;
-    OP_REQUIRES_OK(ctx, ctx->input_list("conv_kernels", &kernels));
-    OP_REQUIRES_OK(ctx, ctx->input_list("conv_biases", &biases));
-    const Tensor& dense = ctx->input(3 + 2 * kernels.size());
-    const Tensor& dense_bias = ctx->input(4 + 2 * kernels.size());
-    const Tensor& out_kernel = ctx->input(5 + 2 * kernels.size());
-    const Tensor& out_bias = ctx->input(6 + 2 * kernels.size());
-    OP_REQUIRES(ctx, x.dims() == 4 && x.dim_size(3) == 1,
-                InvalidArgument("state must be (batch, height, width, 1); got ", x.shape().DebugString()));
     OP_REQUIRES(ctx, seed.NumElements() == 2 || seed.NumElements() == 3,
                 InvalidArgument("seed must have 2 elements (key) or 3 (key, first step); got ", seed.shape().DebugString()));
     OP_REQUIRES(ctx, steps_t.NumElements() == 1 && steps_t.flat<int32_t>()(0) >= 0,
@@ -320,49 +380,7 @@ class EbmLangevinChainOp : public OpKernel {
     const int steps = steps_t.flat<int32_t>()(0);
 
     Net net;
-    net.h = static_cast<int>(x.dim_size(1)), net.w = static_cast<int>(x.dim_size(2));
-    int h = net.h, w = net.w, ci = 1, cip = 1;
-    for (int l = 0; l < kernels.size(); ++l) {
-      const Tensor& k = kernels[l];
-      OP_REQUIRES(ctx, k.dims() == 4 && k.dim_size(0) == k.dim_size(1) && k.dim_size(2) == ci,
-                  InvalidArgument("conv kernel ", l, " must be (k, k, ", ci, ", filters); got ", k.shape().DebugString()));
-      OP_REQUIRES(ctx, biases[l].NumElements() == k.dim_size(3),
-                  InvalidArgument("conv bias ", l, " must have ", k.dim_size(3), " elements"));
-      net.convs.push_back(MakeConv(h, w, ci, cip, k, biases[l]));
-      const Conv& c = net.convs.back();
-      h = c.ho, w = c.wo, ci = c.co, cip = c.cop;
-    }
-    for (size_t l = 0; l < net.convs.size(); ++l) {
-      Conv& c = net.convs[l];
-      for (int p = 0; p < c.ho * c.wo; ++p)
-        c.outs.push_back(l + 1 < net.convs.size() ? net.convs[l + 1].InputOffset(p / c.wo, p % c.wo) : p * c.cop);
-      if (l == 0) continue;
-      for (Conv::Class& cl : c.cls)
-        for (int p : cl.pixels) cl.targets.push_back(net.convs[l - 1].GradOffset(p / c.wi, p % c.wi));
-    }
-    const int units = static_cast<int>(dense.dims() == 2 ? dense.dim_size(1) : 0);
-    OP_REQUIRES(ctx, dense.dims() == 2 && dense.dim_size(0) == h * w * ci,
-                InvalidArgument("dense kernel must be (", h * w * ci, ", units); got ", dense.shape().DebugString()));
-    OP_REQUIRES(ctx, dense_bias.NumElements() == units && out_kernel.NumElements() == units && out_bias.NumElements() == 1,
-                InvalidArgument("dense bias, output kernel and output bias must have ", units, ", ", units, " and 1 elements"));
-    const int up = Pad16(units);
-    net.units = up;
-    net.flat = h * w * cip;
-    net.dense.assign(static_cast<size_t>(net.flat) * up, 0.0f);
-    net.denseT.assign(static_cast<size_t>(net.flat) * up, 0.0f);
-    const float* dk = dense.flat<float>().data();
-    for (int p = 0; p < h * w; ++p)
-      for (int c = 0; c < ci; ++c)
-        for (int u = 0; u < units; ++u) {
-          const float v = dk[(static_cast<size_t>(p) * ci + c) * units + u];
-          net.dense[(static_cast<size_t>(p) * cip + c) * up + u] = v;
-          net.denseT[static_cast<size_t>(u) * net.flat + p * cip + c] = v;
-        }
-    net.dense_bias.assign(up, 0.0f);
-    net.out_w.assign(up, 0.0f);
-    std::copy_n(dense_bias.flat<float>().data(), units, net.dense_bias.begin());
-    std::copy_n(out_kernel.flat<float>().data(), units, net.out_w.begin());
-    net.out_bias = out_bias.flat<float>()(0);
+    if (!PackNet(ctx, x, &net)) return;
 
     Tensor* y = nullptr;
     Tensor* sums = nullptr;
@@ -436,6 +454,187 @@ class EbmLangevinChainOp : public OpKernel {
   float step_size_, noise_, grad_clip_;
 };
 
+
+// The contrastive-divergence update's forward and weight-gradient pass: energies E_i of a batch
+// of images and the gradient in every weight of sum_i (a_i E_i + b_i E_i^2). The images are
+// spread over the threads in fixed chunks of kChunk; each chunk's gradient is a sum over its
+// images' pixels in a fixed order (PixelGemm over the chunk's saved layer inputs and output
+// gradients), and the chunks are added in order, so the result does not depend on the threads.
+constexpr int kChunk = 8;
+
+struct ChunkWork {
+  Work work;
+  std::vector<std::vector<float>> ins, dys;  // per conv: each image's input buffer, its output gradients (pixels x cop)
+  std::vector<float> flats, dhs;             // each image's flattened input to the dense layer, its output gradient
+  std::vector<std::vector<int>> rows, pixels;  // per conv: a gradient row's base in an input buffer; a pixel's offset
+  std::vector<int> flat_rows, flat_images;
+
+  explicit ChunkWork(const Net& net) : work(net) {
+    for (const Conv& c : net.convs) {
+      ins.emplace_back(static_cast<size_t>(kChunk) * c.BufferSize(), 0.0f);
+      dys.emplace_back(static_cast<size_t>(kChunk) * c.ho * c.wo * c.cop, 0.0f);
+      rows.emplace_back();
+      for (int t = 0; t < c.k * c.k; ++t)
+        for (int i = 0; i < c.ci; ++i) rows.back().push_back(c.taps[t] + i);
+      pixels.emplace_back();
+      for (int j = 0; j < kChunk; ++j)
+        for (int p : c.starts) pixels.back().push_back(j * c.BufferSize() + p);
+    }
+    flats.assign(static_cast<size_t>(kChunk) * net.flat, 0.0f);
+    dhs.assign(static_cast<size_t>(kChunk) * net.units, 0.0f);
+    for (int f = 0; f < net.flat; ++f) flat_rows.push_back(f);
+    for (int j = 0; j < kChunk; ++j) flat_images.push_back(j * net.flat);
+  }
+};
+
+class EbmEnergyGradientsOp : public OpKernel {
+ public:
+  explicit EbmEnergyGradientsOp(OpKernelConstruction* ctx) : OpKernel(ctx) {}
+
+  void Compute(OpKernelContext* ctx) override {
+    const Tensor& x = ctx->input(0);
+    const Tensor& a = ctx->input(1);
+    const Tensor& b = ctx->input(2);
+    Net net;
+    if (!PackNet(ctx, x, &net)) return;
+    const int64_t batch = x.dim_size(0), pixels = static_cast<int64_t>(net.h) * net.w;
+    OP_REQUIRES(ctx, a.NumElements() == batch && b.NumElements() == batch,
+                InvalidArgument("a and b must have one element per image (", batch, "); got ", a.NumElements(),
+                                " and ", b.NumElements()));
+    const int n = static_cast<int>(net.convs.size()), F = net.flat, U = net.units;
+    // one chunk's gradient, padded: per conv [k * k][ci][cop] then [cop]; dense [F][U], [U]; out [U], [1]
+    std::vector<int64_t> offsets;
+    int64_t size = 0;
+    for (const Conv& c : net.convs) {
+      offsets.push_back(size);
+      size += static_cast<int64_t>(c.k) * c.k * c.ci * c.cop + c.cop;
+    }
+    const int64_t dense_at = size, out_at = size + static_cast<int64_t>(F) * U + U;
+    size = out_at + U + 1;
+    const int64_t chunks = (batch + kChunk - 1) / kChunk;
+    std::vector<float> grads(static_cast<size_t>(chunks * size), 0.0f);
+
+    Tensor* energies = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, tensorflow::TensorShape({batch}), &energies));
+    float* e_out = energies->flat<float>().data();
+    const float* images = x.flat<float>().data();
+    const float* av = a.flat<float>().data();
+    const float* bv = b.flat<float>().data();
+    auto* pool = ctx->device()->tensorflow_cpu_worker_threads()->workers;
+    std::vector<std::unique_ptr<ChunkWork>> works(pool->NumThreads() + 1);
+    auto run = [&](int64_t begin, int64_t end, int thread) {
+      if (!works[thread]) works[thread] = std::make_unique<ChunkWork>(net);
+      for (int64_t chunk = begin; chunk < end; ++chunk)
+        Chunk(net, *works[thread], images, chunk * kChunk, std::min<int64_t>(batch, (chunk + 1) * kChunk), av, bv,
+              e_out, &grads[chunk * size], offsets, dense_at, out_at);
+    };
+    pool->ParallelForWithWorkerId(chunks, tsl::thread::ThreadPool::SchedulingParams::Fixed(1), run);
+
+    // the chunks' sums, in order, unpadded into the outputs: conv kernels, conv biases, dense, out
+    auto total = [&](int64_t at) {
+      float s = 0.0f;
+      for (int64_t chunk = 0; chunk < chunks; ++chunk) s += grads[chunk * size + at];
+      return s;
+    };
+    OpOutputList kernel_grads, bias_grads;
+    OP_REQUIRES_OK(ctx, ctx->output_list("conv_kernel_grads", &kernel_grads));
+    OP_REQUIRES_OK(ctx, ctx->output_list("conv_bias_grads", &bias_grads));
+    for (int l = 0; l < n; ++l) {
+      const Conv& c = net.convs[l];
+      Tensor* kg = nullptr;
+      Tensor* bg = nullptr;
+      OP_REQUIRES_OK(ctx, kernel_grads.allocate(l, tensorflow::TensorShape({c.k, c.k, c.ci, c.co}), &kg));
+      OP_REQUIRES_OK(ctx, bias_grads.allocate(l, tensorflow::TensorShape({c.co}), &bg));
+      float* kp = kg->flat<float>().data();
+      for (int q = 0; q < c.k * c.k * c.ci; ++q)
+        for (int o = 0; o < c.co; ++o) kp[q * c.co + o] = total(offsets[l] + static_cast<int64_t>(q) * c.cop + o);
+      const int64_t bias_at = offsets[l] + static_cast<int64_t>(c.k) * c.k * c.ci * c.cop;
+      for (int o = 0; o < c.co; ++o) bg->flat<float>()(o) = total(bias_at + o);
+    }
+    const Conv& last = net.convs[n - 1];
+    const int units = static_cast<int>(ctx->input(3 + 2 * n).dim_size(1));
+    const int64_t dense_rows = static_cast<int64_t>(last.ho) * last.wo * last.co;
+    Tensor* dg = nullptr;
+    Tensor* dbg = nullptr;
+    Tensor* og = nullptr;
+    Tensor* obg = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1 + 2 * n, tensorflow::TensorShape({dense_rows, units}), &dg));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(2 + 2 * n, tensorflow::TensorShape({units}), &dbg));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(3 + 2 * n, tensorflow::TensorShape({units, 1}), &og));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(4 + 2 * n, tensorflow::TensorShape({1}), &obg));
+    float* dp = dg->flat<float>().data();
+    for (int p = 0; p < last.ho * last.wo; ++p)
+      for (int c = 0; c < last.co; ++c)
+        for (int u = 0; u < units; ++u)
+          dp[(static_cast<int64_t>(p) * last.co + c) * units + u] =
+              total(dense_at + (static_cast<int64_t>(p) * last.cop + c) * U + u);
+    for (int u = 0; u < units; ++u) {
+      dbg->flat<float>()(u) = total(dense_at + static_cast<int64_t>(F) * U + u);
+      og->flat<float>()(u) = total(out_at + u);
+    }
+    obg->flat<float>()(0) = total(out_at + U);
+  }
+
+ private:
+  // Images [begin, end): forward and backward one at a time, keeping what the weight gradients
+  // need, then the chunk's gradient into g (padded layout, see Compute).
+  static void Chunk(const Net& net, ChunkWork& cw, const float* images, int64_t begin, int64_t end, const float* av,
+                    const float* bv, float* e_out, float* g, const std::vector<int64_t>& offsets, int64_t dense_at,
+                    int64_t out_at) {
+    Work& work = cw.work;
+    const int n = static_cast<int>(net.convs.size()), F = net.flat, U = net.units;
+    const Conv& first = net.convs[0];
+    const int count = static_cast<int>(end - begin);
+    float* out_g = g + out_at;
+    for (int j = 0; j < count; ++j) {
+      const float* image = images + (begin + j) * net.h * net.w;
+      float* in = work.in[0].data();
+      for (int r = 0; r < net.h; ++r) std::copy_n(image + r * net.w, net.w, in + first.InputOffset(r, 0));
+      const float e = Forward(net, work);
+      e_out[begin + j] = e;
+      Backward(net, work, false);
+      const float up = av[begin + j] + 2.0f * bv[begin + j] * e;  // d(a E + b E^2) / dE
+      for (int l = 0; l < n; ++l) {
+        const Conv& c = net.convs[l];
+        std::copy(work.in[l].begin(), work.in[l].begin() + c.BufferSize(), cw.ins[l].begin() + j * c.BufferSize());
+        float* dst = cw.dys[l].data() + static_cast<ptrdiff_t>(j) * c.ho * c.wo * c.cop;
+        for (int oy = 0; oy < c.ho; ++oy)
+          for (int ox = 0; ox < c.wo; ++ox) {
+            const float* src = work.dy[l].data() + c.GradOffset(oy, ox);
+            float* d = dst + (oy * c.wo + ox) * c.cop;
+#pragma omp simd
+            for (int o = 0; o < c.cop; ++o) d[o] = up * src[o];
+          }
+      }
+      std::copy_n(work.flat.data(), F, cw.flats.data() + static_cast<ptrdiff_t>(j) * F);
+      float* dh = cw.dhs.data() + static_cast<ptrdiff_t>(j) * U;
+      for (int u = 0; u < U; ++u) {
+        dh[u] = up * work.dh[u];
+        out_g[u] += up * work.ad[u];
+      }
+      out_g[U] += up;
+    }
+    auto none = [](int, int, float*) {};
+    for (int l = 0; l < n; ++l) {
+      const Conv& c = net.convs[l];
+      const std::vector<int> pixels(cw.pixels[l].begin(), cw.pixels[l].begin() + count * c.ho * c.wo);
+      // dW[t][i][o] = sum over the chunk's pixels of input[pixel + tap t + i] x output gradient[pixel][o]
+      PixelGemm(cw.ins[l].data(), cw.rows[l], pixels, 1, cw.dys[l].data(), c.cop, nullptr, g + offsets[l], true, none);
+      float* bias = g + offsets[l] + static_cast<int64_t>(c.k) * c.k * c.ci * c.cop;
+      for (size_t p = 0; p < pixels.size(); ++p) {
+        const float* d = cw.dys[l].data() + p * c.cop;
+#pragma omp simd
+        for (int o = 0; o < c.cop; ++o) bias[o] += d[o];
+      }
+    }
+    const std::vector<int> images_in(cw.flat_images.begin(), cw.flat_images.begin() + count);
+    PixelGemm(cw.flats.data(), cw.flat_rows, images_in, 1, cw.dhs.data(), U, nullptr, g + dense_at, true, none);
+    float* dense_bias = g + dense_at + static_cast<int64_t>(F) * U;
+    for (int j = 0; j < count; ++j)
+      for (int u = 0; u < U; ++u) dense_bias[u] += cw.dhs[static_cast<size_t>(j) * U + u];
+  }
+};
+
 }  // namespace
 }  // namespace ebm
 
@@ -465,3 +664,34 @@ REGISTER_OP(EBM_CHAIN_OP)
       return absl::OkStatus();
     });
 REGISTER_KERNEL_BUILDER(Name(EBM_CHAIN_OP).Device(tensorflow::DEVICE_CPU), ebm::EbmLangevinChainOp);
+
+#ifndef EBM_GRADIENTS_OP
+#define EBM_GRADIENTS_OP "EbmEnergyGradients"
+#endif
+
+REGISTER_OP(EBM_GRADIENTS_OP)
+    .Input("x: float")
+    .Input("a: float")
+    .Input("b: float")
+    .Input("conv_kernels: n * float")
+    .Input("conv_biases: n * float")
+    .Input("dense_kernel: float")
+    .Input("dense_bias: float")
+    .Input("out_kernel: float")
+    .Input("out_bias: float")
+    .Attr("n: int >= 1")
+    .Output("energies: float")
+    .Output("conv_kernel_grads: n * float")
+    .Output("conv_bias_grads: n * float")
+    .Output("dense_kernel_grad: float")
+    .Output("dense_bias_grad: float")
+    .Output("out_kernel_grad: float")
+    .Output("out_bias_grad: float")
+    .SetShapeFn([](tensorflow::shape_inference::InferenceContext* c) {
+      int n;
+      TF_RETURN_IF_ERROR(c->GetAttr("n", &n));
+      c->set_output(0, c->Vector(c->Dim(c->input(0), 0)));
+      for (int i = 0; i < 2 * n + 4; ++i) c->set_output(1 + i, c->input(3 + i));  // each gradient has its weight's shape
+      return absl::OkStatus();
+    });
+REGISTER_KERNEL_BUILDER(Name(EBM_GRADIENTS_OP).Device(tensorflow::DEVICE_CPU), ebm::EbmEnergyGradientsOp);

@@ -42,12 +42,18 @@ class ContrastiveDivergenceModel(keras.Model):
     digits' energies (:func:`ebm.losses.class_energy_spread`) to the loss; the batches must then
     be ``(images, labels)``. Metric ``spread``: that variance (the term's value / its weight).
     Under ``tf.distribute`` each replica measures it on its own share of the batch.
+
+    ``native_update`` (with neither of those two terms, where the network has the whole-chain
+    CPU op): the update's forward and weight-gradient pass is one op
+    (:func:`ebm.kernels.energy_gradients`), the loss being sum_i a_i E_i + b_i E_i^2 in each
+    image's energy. Same gradients as the tape's to float rounding, summed in another order: a
+    model trained either way is a different draw of the same recipe, not the same bits.
     """
 
     def __init__(self, energy_net: keras.Model, sampler: LangevinSampler, buffer: ReplayBuffer,
                  alpha: float = 0.1, real_noise: float = 0.005, seed: int = 0, buffer_shift: int = 0,
                  ema_decay: float = 0.0, kl_weight: float = 0.0, kl_repel: float = 0.0, kl_compare: int = 100,
-                 class_balance: float = 0.0, **kwargs):
+                 class_balance: float = 0.0, native_update: bool = True, **kwargs):
         super().__init__(**kwargs)
         self.energy_net = energy_net
         self.sampler = sampler
@@ -60,6 +66,7 @@ class ContrastiveDivergenceModel(keras.Model):
         self.kl_repel = kl_repel
         self.kl_compare = kl_compare
         self.class_balance = class_balance
+        self.native_update = native_update
         self.rng = tf.random.Generator.from_seed(seed)
         self.val_rng = tf.random.Generator.from_seed(seed + 7919)  # validation noise, apart from training's
         self.lr_scale = tf.Variable(1.0, trainable=False, name="lr_scale")  # lowered by each rollback
@@ -93,6 +100,8 @@ class ContrastiveDivergenceModel(keras.Model):
         # under tf.distribute each replica's loss is the mean over its share of the batch and the
         # optimizer sums the replicas' gradients: dividing by their number gives the batch mean's
         replicas = tf.distribute.get_replica_context().num_replicas_in_sync
+        if self.native_update and chain.weight_gradients is not None and not kl and self.class_balance <= 0:
+            return self._native_step(real, fake, replicas)
         with tf.GradientTape() as tape:
             if kl:
                 stepped = self._last_step(fake)  # depends on the weights through the step
@@ -118,6 +127,25 @@ class ContrastiveDivergenceModel(keras.Model):
             ema_update(self.ema_weights, self.energy_net.weights, self.ema_decay)
         return self._update(loss=loss, cdiv=cdiv, reg=reg, real=tf.reduce_mean(e_real), fake=tf.reduce_mean(e_fake),
                             **extra)
+
+    def _native_step(self, real, fake, replicas):
+        """The update above (cdiv + alpha x reg) with its forward and weight-gradient pass in one
+        op: d loss / d E_i is 1/n + 2 alpha E_i / n for the n real images, -1/n + 2 alpha E_i / n
+        for the negatives."""
+        n = tf.cast(tf.shape(real)[0], tf.float32)
+        ones = tf.ones(tf.shape(real)[:1])
+        a = tf.concat([ones, -ones], axis=0) / (n * replicas)
+        b = tf.concat([ones, ones], axis=0) * (self.alpha / (n * replicas))
+        energies, grads = self.chain_energy.weight_gradients(tf.concat([real, fake], axis=0), a, b)
+        e_real, e_fake = tf.split(energies, 2)
+        cdiv = contrastive_divergence(e_real, e_fake)
+        reg = self.alpha * energy_regulariser(e_real, e_fake)
+        self.buffer.push(fake)
+        self.optimizer.apply_gradients(zip(grads, self.energy_net.trainable_weights))
+        if self.ema_weights:
+            ema_update(self.ema_weights, self.energy_net.weights, self.ema_decay)
+        return self._update(loss=cdiv + reg, cdiv=cdiv, reg=reg, real=tf.reduce_mean(e_real),
+                            fake=tf.reduce_mean(e_fake))
 
     def _last_step(self, x):
         """One step of the sampler's update in TF ops whose result stays differentiable in the

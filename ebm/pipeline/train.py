@@ -52,7 +52,7 @@ def build_model(params: Params, energy_net=None, steps_per_epoch: int = 1, strat
         model = ContrastiveDivergenceModel(energy_net, sampler, buffer, alpha=t.alpha, real_noise=t.real_noise,
                                            seed=t.seed + 3, buffer_shift=t.buffer_shift, ema_decay=t.ema_decay,
                                            kl_weight=t.kl_weight, kl_repel=t.kl_repel, kl_compare=t.kl_compare,
-                                           class_balance=t.class_balance)
+                                           class_balance=t.class_balance, native_update=t.native_update)
         lr = t.learning_rate
         if t.lr_schedule == "cosine":
             lr = keras.optimizers.schedules.CosineDecay(t.learning_rate, decay_steps=t.epochs * steps_per_epoch,
