@@ -35,6 +35,8 @@ VARIANTS = {
     "ebm_graph": ("ebm's TF-graph chain: s2d first conv, block state, fused elementwise kernels, 2 sub-chains",
                   {}, {}, {"EBM_NATIVE_CHAIN": "0"}),
     "ebm": ("ebm, defaults: the whole chain in one CPU op (ebm/chain.cc), CD update in TF", {}, {}, {}),
+    "ebm_update": ("ebm with train.native_update: the CD update's forward and weight gradients in one CPU op too",
+                   {}, {"native_update": True}, {}),
 }
 GENERATION = ("ebm_graph", "ebm")  # variants whose 256 x 1000 generation is timed
 

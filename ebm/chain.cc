@@ -296,13 +296,13 @@ void Backward(const Net& net, Work& work, bool image_grad = true) {
 }
 
 // The network from an op's inputs 3.. (conv_kernels, conv_biases, dense and output weights), packed
-// for the kernels above; false after setting the op's error status.
+// for the kernels above (x_name: what the error calls x); false after setting the op's error status.
 #define REQUIRE(cond, status)    \
   if (!(cond)) {                 \
     ctx->CtxFailure(status);     \
     return false;                \
   }
-bool PackNet(OpKernelContext* ctx, const Tensor& x, Net* out) {
+bool PackNet(OpKernelContext* ctx, const Tensor& x, const char* x_name, Net* out) {
   Net& net = *out;
   OpInputList kernels, biases;
   REQUIRE(ctx->input_list("conv_kernels", &kernels).ok() && ctx->input_list("conv_biases", &biases).ok() &&
@@ -313,7 +313,7 @@ bool PackNet(OpKernelContext* ctx, const Tensor& x, Net* out) {
   const Tensor& out_kernel = ctx->input(5 + 2 * kernels.size());
   const Tensor& out_bias = ctx->input(6 + 2 * kernels.size());
   REQUIRE(x.dims() == 4 && x.dim_size(3) == 1,
-          InvalidArgument("images must be (batch, height, width, 1); got ", x.shape().DebugString()));
+          InvalidArgument(x_name, " must be (batch, height, width, 1); got ", x.shape().DebugString()));
   net.h = static_cast<int>(x.dim_size(1)), net.w = static_cast<int>(x.dim_size(2));
   int h = net.h, w = net.w, ci = 1, cip = 1;
   for (int l = 0; l < kernels.size(); ++l) {
@@ -380,7 +380,7 @@ class EbmLangevinChainOp : public OpKernel {
     const int steps = steps_t.flat<int32_t>()(0);
 
     Net net;
-    if (!PackNet(ctx, x, &net)) return;
+    if (!PackNet(ctx, x, "state", &net)) return;
 
     Tensor* y = nullptr;
     Tensor* sums = nullptr;
@@ -496,7 +496,7 @@ class EbmEnergyGradientsOp : public OpKernel {
     const Tensor& a = ctx->input(1);
     const Tensor& b = ctx->input(2);
     Net net;
-    if (!PackNet(ctx, x, &net)) return;
+    if (!PackNet(ctx, x, "images", &net)) return;
     const int64_t batch = x.dim_size(0), pixels = static_cast<int64_t>(net.h) * net.w;
     OP_REQUIRES(ctx, a.NumElements() == batch && b.NumElements() == batch,
                 InvalidArgument("a and b must have one element per image (", batch, "); got ", a.NumElements(),

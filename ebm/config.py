@@ -125,7 +125,7 @@ class TrainConfig:
     monitor_n: int = 500
     snapshot_every: int = 0  # > 0: also keep the network to sample from every this many epochs (0 = none)
     strategy: str = "default"  # default | mirrored (all local GPUs / CPU devices) | multi_worker (TF_CONFIG)
-    native_update: bool = True  # the CD update's forward and weight gradients in one CPU op where the chain op runs
+    native_update: bool = False  # the CD update's forward and weight gradients in one CPU op where the chain op runs
 
     def __post_init__(self):
         _check(self.epochs >= 1, "epochs", f"must be >= 1; got {self.epochs}")

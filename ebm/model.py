@@ -53,7 +53,7 @@ class ContrastiveDivergenceModel(keras.Model):
     def __init__(self, energy_net: keras.Model, sampler: LangevinSampler, buffer: ReplayBuffer,
                  alpha: float = 0.1, real_noise: float = 0.005, seed: int = 0, buffer_shift: int = 0,
                  ema_decay: float = 0.0, kl_weight: float = 0.0, kl_repel: float = 0.0, kl_compare: int = 100,
-                 class_balance: float = 0.0, native_update: bool = True, **kwargs):
+                 class_balance: float = 0.0, native_update: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.energy_net = energy_net
         self.sampler = sampler

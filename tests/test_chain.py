@@ -131,3 +131,66 @@ def test_a_diverging_chain_surfaces_as_non_finite_energies():
     x, sums = LangevinSampler(5, 10.0, 0.005, 0.03).run(chain_energy(net), x0, trace=True)
     assert not np.isfinite(sums.numpy()[:, 0]).any()  # every step's energy sum is NaN
     assert not np.isfinite(energy_fn(net)(x).numpy()).any()  # and so is E of what the chain returns
+
+
+def weight_gradients_by_tape(net, x, a, b):
+    with tf.GradientTape() as tape:
+        e = energy_fn(net)(x)
+        loss = tf.reduce_sum(a * e + b * e * e)
+    return e, tape.gradient(loss, net.trainable_weights)
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_weight_gradients_match_the_tapes(name):
+    """The CD update's op: energies and the gradient of sum a E + b E^2 in every weight, as the
+    tape gives them, for a batch that is not a whole number of chunks."""
+    net = network(CONFIGS[name], seed=3)
+    x = tf.random.stateless_uniform((21, 32, 32, 1), seed=[5, 6], minval=-1, maxval=1)
+    a = tf.random.stateless_normal((21,), seed=[7, 8])
+    b = tf.random.stateless_normal((21,), seed=[9, 10])
+    gradients = chain_energy(net).weight_gradients
+    assert gradients is not None
+    e, grads = gradients(x, a, b)
+    e_tape, grads_tape = weight_gradients_by_tape(net, x, a, b)
+    np.testing.assert_allclose(e.numpy(), e_tape.numpy(), rtol=1e-4, atol=1e-5)
+    assert len(grads) == len(net.trainable_weights)
+    for w, g, g_tape in zip(net.trainable_weights, grads, grads_tape):
+        assert g.shape == w.shape, w.path
+        scale = float(tf.reduce_max(tf.abs(g_tape)))
+        assert scale > 0, w.path  # every weight gets a gradient, so a dropped term shows
+        np.testing.assert_allclose(g.numpy(), g_tape.numpy(), atol=1e-4 * scale, err_msg=w.path)
+
+
+def test_weight_gradients_do_not_depend_on_the_threads():
+    """Chunks are summed in a fixed order: the same bits on one thread or many, call after call."""
+    net = network(ModelConfig(), seed=4)
+    x = tf.random.stateless_uniform((40, 32, 32, 1), seed=[1, 3], minval=-1, maxval=1)
+    a, b = tf.fill((40,), 0.025), tf.fill((40,), 0.001)
+    gradients = chain_energy(net).weight_gradients
+    first = [t.numpy() for t in (gradients(x, a, b)[0], *gradients(x, a, b)[1])]
+    again = [t.numpy() for t in (gradients(x, a, b)[0], *gradients(x, a, b)[1])]
+    for one, two in zip(first, again):
+        np.testing.assert_array_equal(one, two)
+    # one image at a time gives the same energies (each image's forward pass is its own)
+    single = np.concatenate([gradients(x[i:i + 1], a[:1], b[:1])[0].numpy() for i in range(40)])
+    np.testing.assert_array_equal(single, first[0])
+
+
+def test_weight_gradients_name_bad_inputs():
+    net = network(ModelConfig(filters=(16, 16), kernel_sizes=(3, 3), dense_units=16))
+    convs = [net.get_layer("conv0"), net.get_layer("conv1")]
+    dense, out = net.get_layer("dense"), net.get_layer("energy")
+    x = tf.zeros((3, 32, 32, 1))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="a and b must have one element per image"):
+        kernels.energy_gradients(x, tf.zeros(3), tf.zeros(2), [c.kernel for c in convs], [c.bias for c in convs],
+                                 dense.kernel, dense.bias, out.kernel, out.bias)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"images must be \(batch, height, width, 1\)"):
+        kernels.energy_gradients(tf.zeros((3, 32, 32, 2)), tf.zeros(3), tf.zeros(3), [c.kernel for c in convs],
+                                 [c.bias for c in convs], dense.kernel, dense.bias, out.kernel, out.bias)
+
+
+def test_weight_gradients_are_none_when_the_network_trains_other_weights():
+    net = network(ModelConfig(filters=(8,), kernel_sizes=(3,), dense_units=8))
+    net.get_layer("conv0").trainable = False  # the op would return gradients the optimizer must not apply
+    fast = chain_energy(net)
+    assert fast.native is not None and fast.weight_gradients is None

@@ -81,6 +81,32 @@ def test_a_cd_step_lowers_real_energy_relative_to_the_negatives(kwargs):
     assert ("kl" in logs) == bool(kwargs) and all(np.isfinite(float(v)) for v in logs.values())
 
 
+@pytest.mark.skipif(not __import__("ebm.kernels").kernels.native_chain_enabled(), reason="CPU ops not built here")
+def test_the_native_update_takes_the_tapes_step():
+    """train.native_update: the forward and weight-gradient op gives the same update as the tape
+    (to float rounding: the sums run in another order), and is the path taken when it applies."""
+    calls = []
+    weights = {}
+    for native in (True, False):
+        model = tiny_model(native_update=native, ema_decay=0.9)
+        gradients = model.chain_energy.weight_gradients
+        assert gradients is not None
+
+        def counted(*args, gradients=gradients):
+            calls.append(native)
+            return gradients(*args)
+
+        model.chain_energy = model.chain_energy._replace(weight_gradients=counted)
+        real = tf.constant(digits())
+        logs = [model.train_step(real) for _ in range(3)]
+        weights[native] = [w.numpy() for w in model.energy_net.weights + model.ema_weights]
+        assert all(np.isfinite(float(v)) for v in logs[-1].values())
+    assert calls == [True] * 3  # the tape path never calls the op
+    for fast, tape in zip(weights[True], weights[False]):
+        np.testing.assert_allclose(fast, tape, rtol=1e-4, atol=1e-6)
+    assert any(not np.array_equal(fast, tape) for fast, tape in zip(weights[True], weights[False]))
+
+
 def test_nearest_log_distance_is_the_mean_log_distance_to_the_nearest_other():
     from ebm.losses import nearest_log_distance
 
