@@ -194,3 +194,17 @@ def test_weight_gradients_are_none_when_the_network_trains_other_weights():
     net.get_layer("conv0").trainable = False  # the op would return gradients the optimizer must not apply
     fast = chain_energy(net)
     assert fast.native is not None and fast.weight_gradients is None
+
+
+def test_weight_gradients_of_a_poisoned_network_are_not_finite():
+    """The divergence guard reads the update's energies: under -ffast-math they must still show a
+    NaN weight, and so must the gradients the optimizer would apply."""
+    net = network(ModelConfig(filters=(8, 16), kernel_sizes=(3, 3), dense_units=8))
+    kernel = net.get_layer("conv1").kernel
+    poisoned = kernel.numpy()
+    poisoned[0, 0, 0, 0] = np.nan
+    kernel.assign(poisoned)
+    x = tf.random.stateless_uniform((10, 32, 32, 1), seed=[1, 2], minval=-1, maxval=1)
+    e, grads = chain_energy(net).weight_gradients(x, tf.fill((10,), 0.1), tf.fill((10,), 0.01))
+    assert not np.isfinite(e.numpy()).any()
+    assert not np.isfinite(grads[-1].numpy()).any()  # the output bias's gradient: sum of a + 2 b E
