@@ -497,7 +497,7 @@ class EbmEnergyGradientsOp : public OpKernel {
     const Tensor& b = ctx->input(2);
     Net net;
     if (!PackNet(ctx, x, "images", &net)) return;
-    const int64_t batch = x.dim_size(0), pixels = static_cast<int64_t>(net.h) * net.w;
+    const int64_t batch = x.dim_size(0);
     OP_REQUIRES(ctx, a.NumElements() == batch && b.NumElements() == batch,
                 InvalidArgument("a and b must have one element per image (", batch, "); got ", a.NumElements(),
                                 " and ", b.NumElements()));

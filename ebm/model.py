@@ -100,52 +100,50 @@ class ContrastiveDivergenceModel(keras.Model):
         # under tf.distribute each replica's loss is the mean over its share of the batch and the
         # optimizer sums the replicas' gradients: dividing by their number gives the batch mean's
         replicas = tf.distribute.get_replica_context().num_replicas_in_sync
+        weights = self.energy_net.trainable_weights
         if self.native_update and chain.weight_gradients is not None and not kl and self.class_balance <= 0:
-            return self._native_step(real, fake, replicas)
-        with tf.GradientTape() as tape:
-            if kl:
-                stepped = self._last_step(fake)  # depends on the weights through the step
-                fake = tf.stop_gradient(stepped)
-            e_real, e_fake = tf.split(chain.energy(chain.to_state(tf.concat([real, fake], axis=0))), 2)
+            e_real, e_fake, grads = self._native_gradients(real, fake, replicas)
             cdiv = contrastive_divergence(e_real, e_fake)
             reg = self.alpha * energy_regulariser(e_real, e_fake)
-            loss = cdiv + reg
-            extra = {}
-            if self.class_balance > 0:
-                extra["spread"] = class_energy_spread(e_real, self._labels(data))
-                loss += self.class_balance * extra["spread"]
-            objective = loss
-            if kl:  # the surrogate is differentiated, not reported: its value means nothing
-                with tape.stop_recording():
-                    extra["kl"], direction = self._kl_objective(fake)
-                objective = loss + self.kl_weight * through_sampler(stepped, direction)
-            replica_loss = objective / replicas if replicas > 1 else objective
+            loss, extra = cdiv + reg, {}
+        else:
+            with tf.GradientTape() as tape:
+                if kl:
+                    stepped = self._last_step(fake)  # depends on the weights through the step
+                    fake = tf.stop_gradient(stepped)
+                e_real, e_fake = tf.split(chain.energy(chain.to_state(tf.concat([real, fake], axis=0))), 2)
+                cdiv = contrastive_divergence(e_real, e_fake)
+                reg = self.alpha * energy_regulariser(e_real, e_fake)
+                loss = cdiv + reg
+                extra = {}
+                if self.class_balance > 0:
+                    extra["spread"] = class_energy_spread(e_real, self._labels(data))
+                    loss += self.class_balance * extra["spread"]
+                objective = loss
+                if kl:  # the surrogate is differentiated, not reported: its value means nothing
+                    with tape.stop_recording():
+                        extra["kl"], direction = self._kl_objective(fake)
+                    objective = loss + self.kl_weight * through_sampler(stepped, direction)
+                replica_loss = objective / replicas if replicas > 1 else objective
+            grads = tape.gradient(replica_loss, weights)
         self.buffer.push(fake)
-        weights = self.energy_net.trainable_weights
-        self.optimizer.apply_gradients(zip(tape.gradient(replica_loss, weights), weights))
+        self.optimizer.apply_gradients(zip(grads, weights))
         if self.ema_weights:
             ema_update(self.ema_weights, self.energy_net.weights, self.ema_decay)
         return self._update(loss=loss, cdiv=cdiv, reg=reg, real=tf.reduce_mean(e_real), fake=tf.reduce_mean(e_fake),
                             **extra)
 
-    def _native_step(self, real, fake, replicas):
-        """The update above (cdiv + alpha x reg) with its forward and weight-gradient pass in one
+    def _native_gradients(self, real, fake, replicas):
+        """Energies of ``real`` and ``fake`` and the weight gradients of cdiv + alpha x reg, in one
         op: d loss / d E_i is 1/n + 2 alpha E_i / n for the n real images, -1/n + 2 alpha E_i / n
-        for the negatives."""
+        for the negatives (divided by the replicas, as the tape's loss is)."""
         n = tf.cast(tf.shape(real)[0], tf.float32)
         ones = tf.ones(tf.shape(real)[:1])
         a = tf.concat([ones, -ones], axis=0) / (n * replicas)
         b = tf.concat([ones, ones], axis=0) * (self.alpha / (n * replicas))
         energies, grads = self.chain_energy.weight_gradients(tf.concat([real, fake], axis=0), a, b)
         e_real, e_fake = tf.split(energies, 2)
-        cdiv = contrastive_divergence(e_real, e_fake)
-        reg = self.alpha * energy_regulariser(e_real, e_fake)
-        self.buffer.push(fake)
-        self.optimizer.apply_gradients(zip(grads, self.energy_net.trainable_weights))
-        if self.ema_weights:
-            ema_update(self.ema_weights, self.energy_net.weights, self.ema_decay)
-        return self._update(loss=cdiv + reg, cdiv=cdiv, reg=reg, real=tf.reduce_mean(e_real),
-                            fake=tf.reduce_mean(e_fake))
+        return e_real, e_fake, grads
 
     def _last_step(self, x):
         """One step of the sampler's update in TF ops whose result stays differentiable in the
