@@ -258,6 +258,7 @@ class ClassifierConfig:
     members: int = 3
     outlier_share: float = 0.5
     calibration_fraction: float = 0.1
+    onednn: bool = True  # TF's oneDNN kernels for the classifier stage (TF_ENABLE_ONEDNN_OPTS; the environment's value wins)
 
     def __post_init__(self):
         _check(self.epochs >= 1, "epochs", f"must be >= 1; got {self.epochs}")

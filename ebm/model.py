@@ -72,6 +72,7 @@ class ContrastiveDivergenceModel(keras.Model):
         self.lr_scale = tf.Variable(1.0, trainable=False, name="lr_scale")  # lowered by each rollback
         self.rollbacks = tf.Variable(0, trainable=False, name="rollbacks")
         self.chain_energy = chain_energy(energy_net)
+        self._sampling_copy = None  # built by sampling_network()
         self.ema_weights = [tf.Variable(w, trainable=False, name="ema",  # the same on every replica
                                         aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
                             for w in energy_net.weights] if ema_decay > 0 else []
@@ -179,13 +180,16 @@ class ContrastiveDivergenceModel(keras.Model):
         return tf.where(fresh[:, None, None, None], starts, shifted)
 
     def sampling_network(self) -> keras.Model:
-        """The network to sample from: a copy holding the moving-average weights when
-        ``ema_decay`` > 0, else the trained network itself."""
+        """The network to sample from: when ``ema_decay`` > 0, a copy holding the moving-average
+        weights as they are now (the same copy at every call, its weights refreshed: cloning a
+        network costs more than saving it, and callbacks ask after every epoch), else the
+        trained network itself."""
         if not self.ema_weights:
             return self.energy_net
-        clone = keras.models.clone_model(self.energy_net)
-        clone.set_weights([w.numpy() for w in self.ema_weights])
-        return clone
+        if self._sampling_copy is None:  # kept out of Keras's tracking: not a layer of this model
+            object.__setattr__(self, "_sampling_copy", keras.models.clone_model(self.energy_net))
+        self._sampling_copy.set_weights([w.numpy() for w in self.ema_weights])
+        return self._sampling_copy
 
     def test_step(self, data):
         real = self._images(data)

@@ -56,7 +56,8 @@ def save_grid(images: np.ndarray, path: str | Path, ncols: int | None = None, sc
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     mosaic = tile(images, ncols)
-    Image.fromarray(mosaic).resize((mosaic.shape[1] * scale, mosaic.shape[0] * scale), Image.NEAREST).save(path)
+    image = Image.fromarray(mosaic).resize((mosaic.shape[1] * scale, mosaic.shape[0] * scale), Image.NEAREST)
+    image.save(path, compress_level=3)  # a third of the default's time (one grid per epoch), files ~15% larger
     return path
 
 

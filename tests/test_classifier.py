@@ -1,6 +1,10 @@
 """The judge: a calibrated ensemble that is sure of real digits and unsure of broken ones, and the
 quality metrics computed on its features."""
 
+import os
+import subprocess
+import sys
+
 import keras
 import numpy as np
 import pytest
@@ -9,6 +13,7 @@ from ebm import metrics as M
 from ebm.classifier import (CLASSES, FeatureExtractor, build_classifier, fit_temperature, members_crossentropy, outliers,
                             predict_probs)
 from ebm.corruptions import blend, broken_sets, elastic, erase_strokes
+from tests.conftest import ROOT
 
 
 @pytest.fixture
@@ -239,3 +244,18 @@ def test_more_samples_than_test_digits_are_scored_in_equal_parts(digits, judge):
     assert m["recall"] > 0.6 and m["precision"] > 0.6
     one = evaluate(energy, model, train.x, test.x, samples[:500]).metrics
     assert one["fid_subsets"] == 1 and one["fid_std"] == 0.0
+
+
+@pytest.mark.parametrize("on, environment, expected", [(True, None, True), (False, None, False), (True, "0", False)])
+def test_onednn_param_switches_tensorflow_kernels_and_the_environment_wins(on, environment, expected):
+    """``classifier.onednn`` takes effect in a fresh process (TF reads the switch once, at load),
+    whatever TF would choose for this CPU by itself; a ``TF_ENABLE_ONEDNN_OPTS`` that the user set wins."""
+    env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
+    if environment is not None:
+        env["TF_ENABLE_ONEDNN_OPTS"] = environment
+    code = (f"from ebm.pipeline.classify import onednn_enabled, use_onednn; use_onednn({on}); import tensorflow; "
+            "print(onednn_enabled())")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**env, "TF_CPP_MIN_LOG_LEVEL": "3"},
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == str(expected)

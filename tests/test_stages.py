@@ -91,7 +91,7 @@ def test_every_stage_writes_its_outputs_and_logs_a_run(pipeline_run):
     assert {"by_class.png", "least_confident.png", "most_confident.png"} <= {p.name for p in ep.figures.glob("*.png")}
     judge = json.loads(ep.classifier_metrics.read_text())
     assert {"test_accuracy", "temperature", "confident_real", "confident_erased_strokes", "confident_elastic_warp",
-            "confident_two_blended"} <= set(judge)
+            "confident_two_blended", "onednn"} <= set(judge)
     assert saved["test_cdiv"] == pytest.approx(saved["energy_real"] - saved["energy_noise"])
     assert pd.read_csv(ep.ood)["outliers"].tolist()[-1] == "mixture"
 

@@ -163,6 +163,12 @@ def test_sampling_network_holds_the_moving_average():
     ema = model.sampling_network()
     for s, t, e in zip(start, trained, ema.get_weights()):
         assert np.allclose(e, 0.9 * s + 0.1 * t, atol=1e-6)
+    assert len(model.trainable_variables) == len(model.energy_net.trainable_variables)  # the copy is not trained
+    first = ema.get_weights()
+    model.train_step(real)  # a later call holds the later average, never the first one
+    later = model.sampling_network().get_weights()
+    assert all(np.array_equal(e, a.numpy()) for e, a in zip(later, model.ema_weights))
+    assert not all(np.array_equal(e, f) for e, f in zip(later, first))
     assert tiny_model().sampling_network() is not None
 
 

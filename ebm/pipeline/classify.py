@@ -7,6 +7,7 @@ judge is: ``confident_real`` high, ``confident_<broken set>`` well below it."""
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import asdict
 
@@ -18,6 +19,7 @@ from ebm.pipeline.paths import ClassifierPaths
 
 
 def classifier(params: Params, paths: ClassifierPaths) -> dict:
+    use_onednn(params.classifier.onednn)  # before TensorFlow loads
     import keras
 
     from ebm import metrics
@@ -42,6 +44,8 @@ def classifier(params: Params, paths: ClassifierPaths) -> dict:
         summary = {"test_accuracy": float(np.mean(np.argmax(probs, 1) == test.y)),
                    "temperature": history["temperature"], "seconds": seconds,
                    "confident_real": metrics.confident_share(probs)}
+        if (onednn := onednn_enabled()) is not None:
+            summary["onednn"] = int(onednn)
         for name, broken in broken_sets(test.x, test.y, seed=c.seed).items():
             summary[f"confident_{name.replace(' ', '_')}"] = metrics.confident_share(predict_probs(model, broken))
         for epoch, (loss, val) in enumerate(zip(history["loss"], history["val_loss"]), start=1):
@@ -54,3 +58,20 @@ def classifier(params: Params, paths: ClassifierPaths) -> dict:
         run.artifact(paths.metrics)
     print(f"classifier: test accuracy {summary['test_accuracy']:.4f} in {summary['seconds']:.0f} s -> {paths.model}")
     return summary
+
+
+def use_onednn(on: bool) -> None:
+    """Ask TensorFlow for its oneDNN kernels (``on``) or its own ones through
+    ``TF_ENABLE_ONEDNN_OPTS``, unless the environment already sets it. TF reads it once, when it
+    loads: call this before the first ``import tensorflow`` (a process that has loaded TF keeps
+    what it has)."""
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1" if on else "0")
+
+
+def onednn_enabled() -> bool | None:
+    """Whether this process's TensorFlow runs its oneDNN kernels (None when TF cannot say)."""
+    try:
+        from tensorflow.python.util import _pywrap_util_port
+    except ImportError:
+        return None
+    return bool(_pywrap_util_port.IsMklEnabled())
