@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from ebm.entry import quiet_tensorflow
+from ebm.entry import arm_interrupt, quiet_tensorflow
 
 app = typer.Typer(help="Energy-based models on handwritten digits. Run the pipeline with `dvc repro`; "
                        "these commands inspect params, draw samples and browse MLflow runs.",
@@ -17,6 +17,7 @@ app = typer.Typer(help="Energy-based models on handwritten digits. Run the pipel
 
 @app.callback()
 def _setup() -> None:
+    arm_interrupt()
     quiet_tensorflow()
 
 

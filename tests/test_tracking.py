@@ -14,6 +14,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from ebm import pipeline, tracking
 from ebm.compare import experiments_table, render
@@ -145,6 +146,44 @@ def test_a_killed_stage_ends_killed(tmp_path, mlflow_store, sig, inherited):
     proc.send_signal(sig)
     proc.wait(timeout=60)
     assert _stage_statuses() == ["KILLED"]
+
+
+def _catches_sigint(pid: int) -> bool:
+    """Whether process ``pid`` has a handler for SIGINT (Linux: the SigCgt mask in /proc)."""
+    for line in open(f"/proc/{pid}/status").read().splitlines():
+        if line.startswith("SigCgt:"):
+            return bool(int(line.split()[1], 16) >> (signal.SIGINT - 1) & 1)
+    return False
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads the signal masks in /proc (Linux)")
+def test_a_stage_interrupted_in_its_start_up_stops_also_when_started_with_sigint_ignored(tmp_path, mlflow_store):
+    """The real train stage, started as a queue worker started from a background job starts it
+    (SIGINT ignored): SIGINT is armed before TensorFlow's import and the MLflow run (before the
+    stage writes its run record), and an interrupt then stops the stage as in a terminal, where it
+    was once lost and the stage trained to the end."""
+    params = tiny_params_dict()
+    params["train"]["epochs"] = 500  # minutes of training, were the interrupt lost
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    pipeline.prepare(parse_params(params), pipeline.PreparePaths(data=tmp_path / "data"))
+    record = tmp_path / "runs" / "train.json"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "stages.train", "--data", "data", "--model", "m.keras", "--history", "h.csv",
+         "--negatives", "n.png", "--filters", "f.png", "--record", str(record), "--snapshots", "snapshots"],
+        cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE, text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    try:
+        deadline = time.monotonic() + 120
+        while not _catches_sigint(proc.pid):
+            assert proc.poll() is None and time.monotonic() < deadline, "the stage never armed SIGINT"
+            time.sleep(0.005)
+        assert not record.exists()  # armed in its start-up, not only once its MLflow run exists
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()  # a no-op once it has ended
+    assert proc.returncode == -signal.SIGINT, err  # what an interrupted Python process returns in a terminal
+    assert "KeyboardInterrupt" in err and not (tmp_path / "m.keras").exists()
 
 
 def test_close_stale_runs_ends_runs_of_dead_processes(tmp_path, mlflow_store):
