@@ -150,7 +150,9 @@ def test_a_killed_stage_ends_killed(tmp_path, mlflow_store, sig, inherited):
 
 def _catches_sigint(pid: int) -> bool:
     """Whether process ``pid`` has a handler for SIGINT (Linux: the SigCgt mask in /proc)."""
-    for line in open(f"/proc/{pid}/status").read().splitlines():
+    with open(f"/proc/{pid}/status") as status:
+        lines = status.read().splitlines()
+    for line in lines:
         if line.startswith("SigCgt:"):
             return bool(int(line.split()[1], 16) >> (signal.SIGINT - 1) & 1)
     return False
@@ -158,10 +160,10 @@ def _catches_sigint(pid: int) -> bool:
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads the signal masks in /proc (Linux)")
 def test_a_stage_interrupted_in_its_start_up_stops_also_when_started_with_sigint_ignored(tmp_path, mlflow_store):
-    """The real train stage, started as a queue worker started from a background job starts it
-    (SIGINT ignored): SIGINT is armed before TensorFlow's import and the MLflow run (before the
-    stage writes its run record), and an interrupt then stops the stage as in a terminal, where it
-    was once lost and the stage trained to the end."""
+    """The real train stage, started with SIGINT ignored (as a DVC queue worker started by a
+    background job starts it): SIGINT is armed before TensorFlow's import and the MLflow run
+    (before the stage writes its run record), and an interrupt in that start-up stops the stage as
+    in a terminal. Such an interrupt was once lost, and the stage trained to the end."""
     params = tiny_params_dict()
     params["train"]["epochs"] = 500  # minutes of training, were the interrupt lost
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
