@@ -85,13 +85,59 @@ def run_queue(repo, env, workers: int, timeout: float = 900) -> str:
         status = sh("dvc", "queue", "status", cwd=repo, env=env)  # no machine-readable form in DVC 3
         if "Queued" not in status and "Running" not in status:
             break
-        if "Running" not in status and "0 active" in status and starter.poll() is not None:
+        if "Running" not in status and starter.poll() is not None and not queue_workers_alive(repo):
             # DVC's workers can all stop with tasks still queued (treeverse/dvc#10562, seen here on a
-            # loaded host); its workaround, as a user would: start the queue again
+            # loaded host); its workaround, as a user would: start the queue again. Only once they
+            # are gone: workers still starting answer no status ("0 active"), and a second start
+            # then spawns a second set under the same names
             starter = start()
         time.sleep(3)
     starter.wait(timeout=120)
     return status
+
+
+def queue_workers_alive(repo) -> bool:
+    """Whether a DVC queue worker of ``repo`` is running or starting: DVC records each worker it
+    spawns in ``.dvc/tmp/exps/celery/dvc-exp-worker-<n>.json`` (its pid, and its returncode once
+    it has exited)."""
+    import json
+
+    for info in (Path(repo) / ".dvc/tmp/exps/celery").glob("dvc-exp-worker-*.json"):
+        try:
+            record = json.loads(info.read_text())
+        except (OSError, ValueError):  # being written: a worker is being spawned
+            return True
+        if record.get("returncode") is None and _pid_alive(int(record["pid"])):
+            return True
+    return False
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def failed_task_logs(repo, env, status: str) -> str:
+    """Why the tasks that `dvc queue status` lists as failed failed, for the message of an
+    assertion on the status: each one's `dvc queue logs` (its stages' output) and, as a task can
+    fail before its first stage, the queue workers' own logs."""
+    import subprocess
+
+    failed = [line.split()[1] for line in status.splitlines() if line.split()[-1:] == ["Failed"]]
+    if not failed:
+        return status
+    logs = [f"--- dvc queue logs {name}\n" + (done.stdout + done.stderr)[-8000:]
+            for name in failed
+            for done in [subprocess.run(["dvc", "queue", "logs", name], cwd=repo, env=env,
+                                        capture_output=True, text=True)]]
+    workers = [f"--- {path.name}\n" + path.read_text(errors="replace")[-8000:]
+               for path in sorted((Path(repo) / ".dvc/tmp/exps/celery").glob("dvc-exp-worker-*.out"))]
+    return "\n".join([status, *logs, *workers])
 
 
 def pytest_collection_modifyitems(config, items):

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.conftest import project_repo, run_queue, sh, tiny_params_dict
+from tests.conftest import failed_task_logs, project_repo, run_queue, sh, tiny_params_dict
 
 pytestmark = pytest.mark.e2e
 
@@ -75,7 +75,7 @@ def queued(baseline):
 
 def test_queued_sweep_with_two_workers_loses_no_run(queued):
     repo, env, status = queued
-    assert status.count("Success") == 4, status
+    assert status.count("Success") == 4, failed_task_logs(repo, env, status)
     runs = all_runs(repo)
     parents = runs[(runs["tags.ebm.role"] == "pipeline") & runs["params.sampler.step_size"].isin(["2.0", "7.0"])
                    & (runs["params.model.family"] == "ebm")]

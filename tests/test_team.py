@@ -10,7 +10,8 @@ import mlflow
 import numpy as np
 import pytest
 
-from tests.conftest import http_get, project_repo, run_queue, sh, start_mlflow_server, tiny_params_dict
+from tests.conftest import (failed_task_logs, http_get, project_repo, run_queue, sh, start_mlflow_server,
+                            tiny_params_dict)
 from tests.servers import Unavailable, postgres_cluster
 
 pytestmark = pytest.mark.e2e
@@ -57,7 +58,7 @@ def test_pipeline_and_queued_sweep_log_to_a_postgres_backed_server(postgres, tmp
         sh("git", "commit", "-qm", "baseline", cwd=repo, env=env)
         sh("dvc", "exp", "run", "--queue", "-S", "sampler.step_size=2,7", cwd=repo, env=env)
         status = run_queue(repo, env, workers=2)
-        assert status.count("Success") == 2, status
+        assert status.count("Success") == 2, failed_task_logs(repo, env, status)
         assert not (repo / "mlflow.db").exists() and not (repo / "mlartifacts").exists()  # nothing local
 
         # one experiment per baseline commit: the repro's (before the commit) and the sweep's
