@@ -102,6 +102,8 @@ def queue_workers_alive(repo) -> bool:
     it has exited)."""
     import json
 
+    from ebm.tracking import _pid_alive
+
     for info in (Path(repo) / ".dvc/tmp/exps/celery").glob("dvc-exp-worker-*.json"):
         try:
             record = json.loads(info.read_text())
@@ -110,16 +112,6 @@ def queue_workers_alive(repo) -> bool:
         if record.get("returncode") is None and _pid_alive(int(record["pid"])):
             return True
     return False
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def failed_task_logs(repo, env, status: str) -> str:
