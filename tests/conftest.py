@@ -69,6 +69,9 @@ def project_repo(repo: Path, params: dict, **extra_env: str) -> dict:
     return env
 
 
+QUEUE_WORKERS_DIR = ".dvc/tmp/exps/celery"  # where DVC keeps its queue workers' records and logs
+
+
 def run_queue(repo, env, workers: int, timeout: float = 900) -> str:
     """Start ``workers`` queue workers and wait until the queue is empty; returns `dvc queue status`.
     `dvc queue start` can stay in the foreground until the queue is empty: it is started aside."""
@@ -98,13 +101,13 @@ def run_queue(repo, env, workers: int, timeout: float = 900) -> str:
 
 def queue_workers_alive(repo) -> bool:
     """Whether a DVC queue worker of ``repo`` is running or starting: DVC records each worker it
-    spawns in ``.dvc/tmp/exps/celery/dvc-exp-worker-<n>.json`` (its pid, and its returncode once
+    spawns in ``<QUEUE_WORKERS_DIR>/dvc-exp-worker-<n>.json`` (its pid, and its returncode once
     it has exited)."""
     import json
 
     from ebm.tracking import _pid_alive
 
-    for info in (Path(repo) / ".dvc/tmp/exps/celery").glob("dvc-exp-worker-*.json"):
+    for info in (Path(repo) / QUEUE_WORKERS_DIR).glob("dvc-exp-worker-*.json"):
         try:
             record = json.loads(info.read_text())
         except (OSError, ValueError):  # being written: a worker is being spawned
@@ -123,13 +126,13 @@ def failed_task_logs(repo, env, status: str) -> str:
     failed = [line.split()[1] for line in status.splitlines() if line.split()[-1:] == ["Failed"]]
     if not failed:
         return status
-    logs = [f"--- dvc queue logs {name}\n" + (done.stdout + done.stderr)[-8000:]
-            for name in failed
-            for done in [subprocess.run(["dvc", "queue", "logs", name], cwd=repo, env=env,
-                                        capture_output=True, text=True)]]
-    workers = [f"--- {path.name}\n" + path.read_text(errors="replace")[-8000:]
-               for path in sorted((Path(repo) / ".dvc/tmp/exps/celery").glob("dvc-exp-worker-*.out"))]
-    return "\n".join([status, *logs, *workers])
+    parts = [status]
+    for name in failed:
+        done = subprocess.run(["dvc", "queue", "logs", name], cwd=repo, env=env, capture_output=True, text=True)
+        parts.append(f"--- dvc queue logs {name}\n" + (done.stdout + done.stderr)[-8000:])
+    for path in sorted((Path(repo) / QUEUE_WORKERS_DIR).glob("dvc-exp-worker-*.out")):
+        parts.append(f"--- {path.name}\n" + path.read_text(errors="replace")[-8000:])
+    return "\n".join(parts)
 
 
 def pytest_collection_modifyitems(config, items):
