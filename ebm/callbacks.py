@@ -154,18 +154,17 @@ class BufferCoverage(keras.callbacks.Callback):
         return float(means.max() - means.min())
 
 
-class EpochSwitch(keras.callbacks.Callback):
-    """Sets the boolean ``switch`` to ``epoch >= start`` at every epoch's start: the replay
-    buffer's persistent chains (``buffer.live``; before, their rows replay the ring), the chains
-    that run under the moving average (``model.ema_negatives_on``). Set from the epoch alone, so
-    a resumed or rolled-back run needs no saved switch."""
+class PersistentStart(keras.callbacks.Callback):
+    """Switches the replay buffer's persistent chains on after ``start`` epochs (before, their
+    rows replay the ring). Set at every epoch's start from the epoch alone, so a resumed or
+    rolled-back run needs no saved switch."""
 
-    def __init__(self, switch, start: int):
+    def __init__(self, buffer, start: int):
         super().__init__()
-        self.switch, self.start = switch, start
+        self.buffer, self.start = buffer, start
 
     def on_epoch_begin(self, epoch, logs=None):
-        self.switch.assign(epoch >= self.start)
+        self.buffer.live.assign(epoch >= self.start)
 
 
 class EnergyCheckpoint(keras.callbacks.Callback):

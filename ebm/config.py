@@ -116,7 +116,6 @@ class TrainConfig:
     rollback_lr_factor: float = 0.5
     weight_decay: float = 0.0
     ema_decay: float = 0.0
-    ema_negatives: int = 0  # > 0: the training chains of the last this many epochs run under the moving average
     buffer_shift: int = 0
     kl_weight: float = 0.0
     kl_repel: float = 0.0
@@ -166,9 +165,6 @@ class TrainConfig:
         _check(0 < self.rollback_lr_factor <= 1, "rollback_lr_factor",
                f"must be in (0, 1]; got {self.rollback_lr_factor}")
         _check(0 <= self.ema_decay < 1, "ema_decay", f"must be in [0, 1) (0 = no moving average); got {self.ema_decay}")
-        _check(self.ema_negatives >= 0, "ema_negatives", f"must be >= 0 epochs (0 = off); got {self.ema_negatives}")
-        _check(not self.ema_negatives or self.ema_decay > 0, "ema_negatives",
-               f"={self.ema_negatives} runs the chains under the moving average, which ema_decay = 0 switches off")
         _check(self.buffer_shift >= 0, "buffer_shift", f"must be >= 0 pixels (0 = off); got {self.buffer_shift}")
         _check(self.kl_weight >= 0, "kl_weight", f"must be >= 0 (0 = no KL term); got {self.kl_weight}")
         _check(self.kl_repel >= 0, "kl_repel", f"must be >= 0 (0 = no entropy term); got {self.kl_repel}")
@@ -186,12 +182,6 @@ class TrainConfig:
         the end when negative (at least 0, so a run shorter than ``-persistent_from`` epochs has
         them from the start)."""
         return self.persistent_from if self.persistent_from >= 0 else max(0, self.epochs + self.persistent_from)
-
-    @property
-    def ema_negatives_start(self) -> int:
-        """The epoch from which the training chains run under the moving average (``ema_negatives``
-        epochs before the end, at least 0)."""
-        return max(0, self.epochs - self.ema_negatives)
 
     def persistent_rows(self, batch: int) -> int:
         """Rows of a batch of ``batch`` negatives that come from the persistent chains."""

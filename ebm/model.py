@@ -29,11 +29,6 @@ class ContrastiveDivergenceModel(keras.Model):
     pixels before its chain runs (:func:`ebm.augment.random_shift`). ``ema_decay`` > 0 keeps an
     exponential moving average of the weights (:func:`ema_update`) after every step;
     :meth:`sampling_network` is the network with those weights, the one to sample from.
-    ``ema_negatives`` (with ``ema_decay`` > 0) keeps that average in a copy of the network, so
-    that the training chains can run under it instead of under the raw weights while the switch
-    ``ema_negatives_on`` is set (the train stage sets it for the last ``train.ema_negatives``
-    epochs): the raw weights are then pushed up where chains of the network that generation
-    samples from go.
 
     ``kl_weight`` > 0 adds the KL term of Du et al. (2021): the chain's last Langevin step is
     taken again, differentiably in the weights (:meth:`_last_step`), and ``kl_weight`` x the
@@ -58,7 +53,7 @@ class ContrastiveDivergenceModel(keras.Model):
     def __init__(self, energy_net: keras.Model, sampler: LangevinSampler, buffer: ReplayBuffer,
                  alpha: float = 0.1, real_noise: float = 0.005, seed: int = 0, buffer_shift: int = 0,
                  ema_decay: float = 0.0, kl_weight: float = 0.0, kl_repel: float = 0.0, kl_compare: int = 100,
-                 class_balance: float = 0.0, native_update: bool = False, ema_negatives: bool = False, **kwargs):
+                 class_balance: float = 0.0, native_update: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.energy_net = energy_net
         self.sampler = sampler
@@ -78,18 +73,9 @@ class ContrastiveDivergenceModel(keras.Model):
         self.rollbacks = tf.Variable(0, trainable=False, name="rollbacks")
         self.chain_energy = chain_energy(energy_net)
         self._sampling_copy = None  # built by sampling_network()
-        self.ema_negatives = ema_negatives and ema_decay > 0
-        self.ema_negatives_on = tf.Variable(False, trainable=False, name="ema_negatives_on")
-        if self.ema_negatives:  # the average held by a copy of the network that chains can run under
-            copy = keras.models.clone_model(energy_net)
-            copy.set_weights(energy_net.get_weights())
-            object.__setattr__(self, "_sampling_copy", copy)  # kept out of Keras's tracking, as below
-            object.__setattr__(self, "ema_weights", list(copy.weights))
-            self.ema_chain_energy = chain_energy(copy)
-        else:
-            self.ema_weights = [tf.Variable(w, trainable=False, name="ema",  # the same on every replica
-                                            aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
-                                for w in energy_net.weights] if ema_decay > 0 else []
+        self.ema_weights = [tf.Variable(w, trainable=False, name="ema",  # the same on every replica
+                                        aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+                            for w in energy_net.weights] if ema_decay > 0 else []
         names = (("loss", "cdiv", "reg", "real", "fake") + (("kl",) if kl_weight > 0 else ())
                  + (("spread",) if class_balance > 0 else ()))
         self.trackers = {name: keras.metrics.Mean(name=name) for name in names}
@@ -110,7 +96,7 @@ class ContrastiveDivergenceModel(keras.Model):
             real = add_noise(real, self.rng.make_seeds(1)[:, 0], self.real_noise)
         kl = self.kl_weight > 0
         steps = self.sampler.steps - 1 if kl else self.sampler.steps  # with the KL term the last step runs below
-        fake = self._negatives(self._starts(), steps) if steps > 0 else self._starts()
+        fake = self.sampler.run(self.chain_energy, self._starts(), steps=steps) if steps > 0 else self._starts()
         chain = self.chain_energy  # the network's fast form: same energies and gradients
         # under tf.distribute each replica's loss is the mean over its share of the batch and the
         # optimizer sums the replicas' gradients: dividing by their number gives the batch mean's
@@ -147,14 +133,6 @@ class ContrastiveDivergenceModel(keras.Model):
             ema_update(self.ema_weights, self.energy_net.weights, self.ema_decay)
         return self._update(loss=loss, cdiv=cdiv, reg=reg, real=tf.reduce_mean(e_real), fake=tf.reduce_mean(e_fake),
                             **extra)
-
-    def _negatives(self, starts, steps):
-        """``steps`` Langevin steps from ``starts`` under the raw weights, or under their moving
-        average while ``ema_negatives_on`` is set."""
-        if not self.ema_negatives:
-            return self.sampler.run(self.chain_energy, starts, steps=steps)
-        return tf.cond(self.ema_negatives_on, lambda: self.sampler.run(self.ema_chain_energy, starts, steps=steps),
-                       lambda: self.sampler.run(self.chain_energy, starts, steps=steps))
 
     def _native_gradients(self, real, fake, replicas):
         """Energies of ``real`` and ``fake`` and the weight gradients of cdiv + alpha x reg, in one
@@ -208,8 +186,6 @@ class ContrastiveDivergenceModel(keras.Model):
         trained network itself."""
         if not self.ema_weights:
             return self.energy_net
-        if self.ema_negatives:  # the copy holds the average itself
-            return self._sampling_copy
         if self._sampling_copy is None:  # kept out of Keras's tracking: not a layer of this model
             object.__setattr__(self, "_sampling_copy", keras.models.clone_model(self.energy_net))
         self._sampling_copy.set_weights([w.numpy() for w in self.ema_weights])

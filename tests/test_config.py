@@ -47,8 +47,6 @@ def test_project_params_parse_and_hash_is_stable():
         ({"train": {"persistent_chains": 256, "persistent_share": 1.0}}, "train.persistent_share"),
         ({"train": {"persistent_chains": 256, "persistent_from": 60, "epochs": 60}}, "train.persistent_from"),
         ({"train": {"snapshot_every": -5}}, "train.snapshot_every"),
-        ({"train": {"ema_negatives": -1, "ema_decay": 0.999}}, "train.ema_negatives"),
-        ({"train": {"ema_negatives": 35, "ema_decay": 0.0}}, "train.ema_negatives"),
         ({"train": {"persistent_chains": 256, "persistent_share": 0.001}}, "train.persistent_share"),
         ({"train": {"persistent_chains": 4, "batch_size": 64, "persistent_share": 0.25}}, "train.persistent_chains"),
         ({"model": {"family": "rbm"}, "generate": {"gibbs_steps": 10, "snapshot_steps": [0, 20]}},
@@ -66,7 +64,6 @@ def test_a_negative_persistent_from_counts_back_from_the_last_epoch(epochs, star
     t = parse_params({"train": {"persistent_chains": 512, "persistent_from": -35, "epochs": epochs}}).train
     assert t.persistent_start == start
     assert parse_params({"train": {"persistent_chains": 512, "persistent_from": 20}}).train.persistent_start == 20
-    assert parse_params({"train": {"ema_negatives": 35, "ema_decay": 0.999, "epochs": epochs}}).train.ema_negatives_start == start
 
 
 def test_unknown_source_lists_the_valid_ones():

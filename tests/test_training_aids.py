@@ -172,32 +172,6 @@ def test_sampling_network_holds_the_moving_average():
     assert tiny_model().sampling_network() is not None
 
 
-def test_ema_negatives_run_the_chains_under_the_moving_average_while_switched_on():
-    """train.ema_negatives: the copy holding the average is the sampling network, it follows the
-    update as the plain average does, and the training chains run under it only while the
-    switch is on (noise off, so each chain is a deterministic function of its weights)."""
-    from ebm.network import chain_energy
-    from ebm.sampler import LangevinSampler
-
-    plain, model = tiny_model(ema_decay=0.9), tiny_model(ema_decay=0.9, ema_negatives=True)
-    real = tf.constant(digits())
-    for _ in range(2):
-        plain.train_step(real)
-        model.train_step(real)
-    for a, b in zip(plain.ema_weights, model.ema_weights):  # the same average, held by the copy
-        np.testing.assert_array_equal(a.numpy(), b.numpy())
-    assert model.sampling_network().weights == model.ema_weights
-    assert len(model.trainable_variables) == len(model.energy_net.trainable_variables)
-    model.sampler = LangevinSampler(3, 10.0, 0.0, 0.03, seed=1)
-    starts = model.buffer.examples[:16]
-    raw = model.sampler.run(chain_energy(model.energy_net), starts)
-    averaged = model.sampler.run(chain_energy(model.sampling_network()), starts)
-    assert not np.allclose(raw.numpy(), averaged.numpy(), atol=1e-6)
-    np.testing.assert_allclose(model._negatives(starts, 3).numpy(), raw.numpy(), atol=1e-6)  # the switch starts off
-    model.ema_negatives_on.assign(True)
-    np.testing.assert_allclose(model._negatives(starts, 3).numpy(), averaged.numpy(), atol=1e-6)
-
-
 def test_shifted_starts_keep_fresh_noise_and_shift_replays():
     model = tiny_model(buffer_shift=2)
     model.buffer.examples.assign(tf.fill(model.buffer.examples.shape, -1.0))

@@ -39,9 +39,6 @@ def build_model(params: Params, energy_net=None, steps_per_epoch: int = 1, strat
         batch, capacity = replica_shares(strategy, t.batch_size, t.buffer_size)
     except ValueError as err:
         raise ConfigError("train.batch_size", str(err)) from None
-    if t.ema_negatives and strategy.num_replicas_in_sync > 1:
-        raise ConfigError("train.ema_negatives", f"={t.ema_negatives} is not supported under a tf.distribute strategy "
-                          f"of {strategy.num_replicas_in_sync} replicas yet (set it to 0)")
     keras.utils.set_random_seed(t.seed)  # weight initialisation only; samplers own their RNGs
     with strategy.scope():
         energy_net = energy_net or build_energy_network(params.model)
@@ -57,8 +54,7 @@ def build_model(params: Params, energy_net=None, steps_per_epoch: int = 1, strat
         model = ContrastiveDivergenceModel(energy_net, sampler, buffer, alpha=t.alpha, real_noise=t.real_noise,
                                            seed=t.seed + 3, buffer_shift=t.buffer_shift, ema_decay=t.ema_decay,
                                            kl_weight=t.kl_weight, kl_repel=t.kl_repel, kl_compare=t.kl_compare,
-                                           class_balance=t.class_balance, native_update=t.native_update,
-                                           ema_negatives=t.ema_negatives > 0)
+                                           class_balance=t.class_balance, native_update=t.native_update)
         lr = t.learning_rate
         if t.lr_schedule == "cosine":
             lr = keras.optimizers.schedules.CosineDecay(t.learning_rate, decay_steps=t.epochs * steps_per_epoch,
@@ -84,8 +80,8 @@ def train(params: Params, paths: TrainPaths, verbose: int | None = None) -> dict
     import tensorflow as tf
 
     from ebm import distribute, resume
-    from ebm.callbacks import (BufferCoverage, DivergenceGuard, EnergyCheckpoint, EpochSwitch, HistoryCSV,
-                               MlflowEpochLogger, TrainingStateKeeper, WeightSnapshots, save_model_atomic)
+    from ebm.callbacks import (BufferCoverage, DivergenceGuard, EnergyCheckpoint, HistoryCSV, MlflowEpochLogger,
+                               PersistentStart, TrainingStateKeeper, WeightSnapshots, save_model_atomic)
     from ebm.plots import kernel_images, save_grid
     from ebm.runtime import configure_threads
     from ebm.tracking import NullRun, stage_run
@@ -152,9 +148,7 @@ def train(params: Params, paths: TrainPaths, verbose: int | None = None) -> dict
         if t.snapshot_every:  # after the checkpoint it copies, before the keeper: a kept epoch has its snapshot
             callbacks.insert(callbacks.index(keeper), WeightSnapshots(staged, t.snapshot_every, checkpoint))
         if model.buffer.persistent_wait:  # sets the switch before each epoch's first batch
-            callbacks.append(EpochSwitch(model.buffer.live, t.persistent_start))
-        if model.ema_negatives:  # sets which weights the chains run under, before each epoch's first batch
-            callbacks.append(EpochSwitch(model.ema_negatives_on, t.ema_negatives_start))
+            callbacks.append(PersistentStart(model.buffer, t.persistent_start))
         if labelled:  # watch the buffer's class coverage
             callbacks.insert(0, BufferCoverage(train_split.x, train_split.y, t.monitor_every,
                                                        min(t.monitor_n, t.buffer_size), seed=t.seed))
