@@ -18,8 +18,8 @@ since the paths draw different Philox streams).
 
 The library is compiled with the system C++ compiler against the installed TensorFlow, for
 this CPU (``-march=native``), into ``$EBM_KERNEL_CACHE`` (default ``~/.cache/ebm``), once per
-source, TensorFlow version and CPU: about 15 s the first time (the sources compile in parallel). Callers fall back to TF ops,
-with the same results, when ``EBM_NATIVE_KERNELS=0``, when a GPU is visible (the kernels are
+source, TensorFlow version and CPU: about 15 s the first time (the sources compile in parallel).
+Callers fall back to TF ops, with the same results, when ``EBM_NATIVE_KERNELS=0``, when a GPU is visible (the kernels are
 CPU-only), or when the build fails (no compiler; the reason is printed once).
 """
 
@@ -190,11 +190,15 @@ def _compile(compiler: str, extra: list[str], out: Path) -> str | None:
                 job.wait()
     for stderr, code in results:
         if code != 0:
-            return (stderr.strip().splitlines() or ["(no output)"])[-1]
+            return _last_line(stderr)
     # linked with the same flags: -ffast-math there adds crtfastmath.o (denormals flushed to zero at load)
     done = subprocess.run([compiler, "-shared", *flags, *map(str, objects), "-o", str(out),
                            *tf.sysconfig.get_link_flags(), "-lmvec"], capture_output=True, text=True, timeout=600)
-    return None if done.returncode == 0 else (done.stderr.strip().splitlines() or ["(no output)"])[-1]
+    return None if done.returncode == 0 else _last_line(done.stderr)
+
+
+def _last_line(stderr: str) -> str:
+    return (stderr.strip().splitlines() or ["(no output)"])[-1]
 
 
 def _cpu_signature() -> str:
