@@ -179,3 +179,19 @@ def load_split(path: str | Path) -> Split:
         raise DataError(f"prepared data {path}: {int(bad.sum())} pixel value(s) are NaN, infinite or outside "
                         "[-1, 1]: rerun the prepare stage")
     return Split(x, y)
+
+
+def fixed_pipeline(dataset):
+    """``dataset`` (a ``tf.data.Dataset``) with tf.data's autotuning off: for pipelines with
+    nothing to tune (a fixed prefetch, no parallel maps), whose elements are the same either way.
+
+    Autotuning runs a model thread that re-optimises after periods that double up to 60 s, and
+    an iterator's destructor waits for that thread's current period to end (TF 2.21; a gdb
+    backtrace shows ``~RootDataset::Iterator`` waiting on ``Model::OptimizeLoop``). Keras deletes
+    the training iterator when ``fit`` returns, so each fit sat idle after its last epoch for up
+    to a minute: 16.6 s after a 24 s fit, 40 s after a 43 s one (``bench/fit_exit.py``)."""
+    import tensorflow as tf
+
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return dataset.with_options(options)

@@ -20,6 +20,8 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from ebm.data import fixed_pipeline
+
 STRATEGIES = ("default", "mirrored", "multi_worker")
 
 
@@ -69,7 +71,7 @@ def gathered(order: tf.data.Dataset, arrays: tuple[np.ndarray, ...]) -> tf.data.
     data = tuple(tf.constant(a) for a in arrays)
     take = (lambda rows: tf.gather(data[0], rows)) if len(data) == 1 else \
         (lambda rows: tuple(tf.gather(a, rows) for a in data))
-    return order.map(take).prefetch(2)
+    return fixed_pipeline(order.map(take).prefetch(2))
 
 
 def distributed_batches(strategy: tf.distribute.Strategy, arrays: tuple[np.ndarray, ...], order: np.ndarray):

@@ -117,3 +117,20 @@ def test_max_train_and_max_test_cut_each_split_reproducibly():
     rows = [int(np.flatnonzero((full_train.x == img).all(axis=(1, 2, 3)))[0]) for img in train.x[:5]]
     assert rows == sorted(rows)  # the kept digits, in their original order
     assert len(data.load_source(DataConfig(max_train=10**6))[0].x) == len(full_train.x)
+
+
+def test_training_batches_come_in_order_from_a_pipeline_without_autotuning():
+    # tf.data's autotuning thread made every fit wait, idle, up to a minute for its iterator's
+    # deletion (ebm.data.fixed_pipeline); the batches must be the rows asked for, in order
+    import tensorflow as tf
+
+    from ebm import distribute
+
+    images = np.arange(10 * 4, dtype=np.float32).reshape(10, 2, 2, 1)
+    labels = np.arange(10, dtype=np.int32)
+    order = np.array([[3, 1], [0, 9], [4, 4]])
+    batches = distribute.gathered(tf.data.Dataset.from_tensor_slices(order), (images, labels))
+    assert batches.options().autotune.enabled is False
+    got = [(x.numpy(), y.numpy()) for x, y in batches]
+    assert [y.tolist() for _, y in got] == order.tolist()
+    np.testing.assert_array_equal(np.stack([x for x, _ in got]), images[order])

@@ -53,9 +53,9 @@ def fit_layer(cfg: BoltzmannTraining, visible: int, v_train, v_test, history=Non
     rbm = RBM(visible, cfg.hidden, cd_k=cfg.cd_k, persistent=cfg.persistent, batch_size=cfg.batch_size,
               seed=cfg.seed, name=label)
     rbm.compile(optimizer=sgd(cfg.learning_rate, cfg.momentum, cfg.weight_decay))
-    ds = (tf.data.Dataset.from_tensor_slices(v_train).shuffle(len(v_train), seed=cfg.seed)
-          .batch(cfg.batch_size, drop_remainder=True).prefetch(2))
-    val = tf.data.Dataset.from_tensor_slices(v_test).batch(500)
+    ds = data_lib.fixed_pipeline(tf.data.Dataset.from_tensor_slices(v_train).shuffle(len(v_train), seed=cfg.seed)
+                                 .batch(cfg.batch_size, drop_remainder=True).prefetch(2))
+    val = data_lib.fixed_pipeline(tf.data.Dataset.from_tensor_slices(v_test).batch(500))
     callbacks = [PseudoLikelihood(v_train, v_test, cfg.seed)] + ([history] if history else [])
     if run is not None:
         callbacks.append(MlflowEpochLogger(run, images_fn=(lambda: images_fn(rbm)) if images_fn else None,

@@ -118,7 +118,8 @@ def train(params: Params, paths: TrainPaths, verbose: int | None = None) -> dict
         return distribute.gathered(tf.data.Dataset.from_tensor_slices(order), arrays)
 
     # validation needs no gradient: big batches (each evaluate step costs ~10 ms of overhead on a CPU)
-    test_ds = tf.data.Dataset.from_tensor_slices(test_split.x).batch(max(t.batch_size, VALIDATION_BATCH))
+    test_ds = data_lib.fixed_pipeline(
+        tf.data.Dataset.from_tensor_slices(test_split.x).batch(max(t.batch_size, VALIDATION_BATCH)))
     section = {**asdict(t), "model": asdict(params.model)}
     key = resume.resume_key(section, data_files)
     state_path = resume.resume_dir() / f"train-{key}.npz"
