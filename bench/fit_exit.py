@@ -5,9 +5,8 @@
 
 The train stage's input pipeline (the network and params of ``params.yaml``, the embedded
 digits, the batches ``ebm.distribute.gathered`` makes, the validation set) is fitted alternately
-as TF builds it
-(autotuning on) and through ``ebm.data.fixed_pipeline`` (off, what the stages use), on one model
-in one process. Each fit prints its wall time and the seconds from its last callback
+as TF builds it (autotuning on) and through ``ebm.data.fixed_pipeline`` (off, what the stages
+use), on one model in one process. Each fit prints its wall time and the seconds from its last callback
 (``on_train_end``) to its return, which is when Keras deletes the training iterator; medians last.
 Both pipelines yield the same batches, so only the idle time differs.
 """
@@ -40,7 +39,7 @@ def main() -> None:
     import tensorflow as tf
 
     from ebm import data as data_lib
-    from ebm import distribute, resume
+    from ebm import resume
     from ebm.pipeline.train import build_model
 
     train, test = data_lib.load_mnist5k(params.data)
