@@ -4,11 +4,12 @@
     python bench/fit_exit.py --epochs 10 --rounds 2
 
 The train stage's input pipeline (the network and params of ``params.yaml``, the embedded
-digits, the batches ``ebm.distribute.gathered`` makes, the validation set) is fitted alternately
-as TF builds it (autotuning on) and through ``ebm.data.fixed_pipeline`` (off, what the stages
-use), on one model in one process. Each fit prints its wall time and the seconds from its last callback
-(``on_train_end``) to its return, which is when Keras deletes the training iterator; medians last.
-Both pipelines yield the same batches, so only the idle time differs.
+digits, ``ebm.distribute.gathered``'s batches and the validation set, both through
+``ebm.data.fixed_pipeline``) is fitted as the stages use it (autotuning off) and with TF's
+autotuning switched back on, alternately, on one model in one process. Each fit prints its wall
+time and the seconds from its last callback (``on_train_end``) to its return, which is when Keras
+deletes the training iterator; medians last. Both yield the same batches, so only the idle time
+differs.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ def main() -> None:
     import tensorflow as tf
 
     from ebm import data as data_lib
-    from ebm import resume
+    from ebm import distribute, resume
     from ebm.pipeline.train import build_model
 
     train, test = data_lib.load_mnist5k(params.data)
@@ -50,13 +51,14 @@ def main() -> None:
     ended: list[float] = []
     mark = keras.callbacks.LambdaCallback(on_train_end=lambda logs=None: ended.append(time.perf_counter()))
     idle: dict[str, list[float]] = {"autotuning on": [], "autotuning off": []}
+    autotuned = tf.data.Options()
+    autotuned.autotune.enabled = True
     for round_ in range(args.rounds):
         for name in idle:
-            wrap = data_lib.fixed_pipeline if name == "autotuning off" else (lambda ds: ds)
+            wrap = (lambda ds: ds) if name == "autotuning off" else (lambda ds: ds.with_options(autotuned))
             order = resume.epoch_order(len(train.x), batch, params.train.seed, range(args.epochs))
-            data = tf.data.Dataset.from_tensor_slices(order).map(
-                lambda rows, images=tf.constant(train.x): tf.gather(images, rows)).prefetch(2)
-            validation = tf.data.Dataset.from_tensor_slices(test.x).batch(512)
+            data = distribute.gathered(tf.data.Dataset.from_tensor_slices(order), (train.x,))
+            validation = data_lib.fixed_pipeline(tf.data.Dataset.from_tensor_slices(test.x).batch(512))
             start = time.perf_counter()
             model.fit(wrap(data), epochs=args.epochs, steps_per_epoch=steps, validation_data=wrap(validation),
                       callbacks=[mark], verbose=0, shuffle=False)
