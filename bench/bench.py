@@ -35,8 +35,6 @@ VARIANTS = {
     "ebm_graph": ("ebm's TF-graph chain: s2d first conv, block state, fused elementwise kernels, 2 sub-chains",
                   {}, {}, {"EBM_NATIVE_CHAIN": "0"}),
     "ebm": ("ebm, defaults: the whole chain in one CPU op (ebm/chain.cc), CD update in TF", {}, {}, {}),
-    "ebm_update": ("ebm with train.native_update: the CD update's forward and weight gradients in one CPU op too",
-                   {}, {"native_update": True}, {}),
 }
 GENERATION = ("ebm_graph", "ebm")  # variants whose 256 x 1000 generation is timed
 
@@ -246,12 +244,10 @@ def main() -> None:
         "train_step_s": round(median["ebm"], 4),
         "train_step_plain_s": round(median["ebm_plain"], 4),
         "train_step_graph_s": round(median["ebm_graph"], 4),
-        "train_step_update_s": round(median["ebm_update"], 4),
         "reference_step_s": round(ref, 4),
         "speedup": round(ref / median["ebm"], 2),
         "speedup_plain": round(ref / median["ebm_plain"], 2),
         "speedup_graph": round(ref / median["ebm_graph"], 2),
-        "speedup_update": round(ref / median["ebm_update"], 2),
         "generate_256x1000_s": round(fast["generate_256x1000_s"], 3),
         "generate_256x1000_graph_s": round(closing["ebm_graph"]["generate_256x1000_s"], 3),
         "matmul_gflops": round(gflops, 1),

@@ -57,7 +57,7 @@ def main() -> None:
         for name in idle:
             wrap = (lambda ds: ds) if name == "autotuning off" else (lambda ds: ds.with_options(autotuned))
             order = resume.epoch_order(len(train.x), batch, params.train.seed, range(args.epochs))
-            data = distribute.gathered(tf.data.Dataset.from_tensor_slices(order), (train.x,))
+            data = distribute.gathered(tf.data.Dataset.from_tensor_slices(order), train.x)
             validation = data_lib.fixed_pipeline(tf.data.Dataset.from_tensor_slices(test.x).batch(512))
             start = time.perf_counter()
             model.fit(wrap(data), epochs=args.epochs, steps_per_epoch=steps, validation_data=wrap(validation),

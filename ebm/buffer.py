@@ -10,9 +10,7 @@ particles): the last ``persistent_rows`` rows of every batch are the next chains
 order, and their refined states are written back in place, never dropped. The ring's chains live
 about ``steps / fresh_fraction`` Langevin steps; a persistent chain gains ``steps`` every
 ``persistent / persistent_rows`` batches for the whole run, so the negatives include chains as
-old as the long-run check's. With ``persistent_restart`` > 0 each visit restarts its chain from
-uniform noise with that probability, so the chains' ages spread geometrically, mean
-``steps / persistent_restart``, rather than all growing with the run. With ``persistent_wait``
+old as the long-run check's. With ``persistent_wait``
 the chains start switched off (:attr:`live` False, until a callback sets it): their rows are then
 replays of the ring, written back into the chains' slots, so the chains that take over are as
 old as the ring's.
@@ -25,8 +23,7 @@ import tensorflow as tf
 
 class ReplayBuffer(tf.Module):
     def __init__(self, capacity: int, batch_size: int, image_shape, fresh_fraction: float = 0.05, seed: int = 0,
-                 persistent: int = 0, persistent_rows: int = 0, persistent_restart: float = 0.0,
-                 persistent_wait: bool = False):
+                 persistent: int = 0, persistent_rows: int = 0, persistent_wait: bool = False):
         super().__init__(name="replay_buffer")
         if capacity < batch_size:
             raise ValueError(f"capacity ({capacity}) must be >= batch_size ({batch_size})")
@@ -34,13 +31,10 @@ class ReplayBuffer(tf.Module):
             raise ValueError(f"persistent_rows ({persistent_rows}) must be in [1, batch_size ({batch_size}))")
         if persistent and persistent < persistent_rows:
             raise ValueError(f"persistent ({persistent}) must be >= persistent_rows ({persistent_rows})")
-        if not 0 <= persistent_restart <= 1:
-            raise ValueError(f"persistent_restart ({persistent_restart}) must be in [0, 1]")
         self.capacity = capacity
         self.batch_size = batch_size
         self.persistent = persistent
         self.persistent_rows = persistent_rows if persistent else 0
-        self.persistent_restart = persistent_restart
         self.ring_rows = batch_size - self.persistent_rows  # rows of each batch from (and to) the ring
         self.image_shape = tuple(image_shape)
         self.fresh_fraction = fresh_fraction
@@ -66,9 +60,8 @@ class ReplayBuffer(tf.Module):
 
     def sample(self, with_mask: bool = False):
         """A batch of chain starts: fresh noise in the first Binomial(ring rows, p) rows, replays
-        after, then the persistent chains' next rows (each restarted from noise with probability
-        ``persistent_restart``; replays of the ring while they wait to go :attr:`live`). With
-        ``with_mask``, also the boolean (batch,) mask of the fresh rows."""
+        after, then the persistent chains' next rows (replays of the ring while they wait to go
+        :attr:`live`). With ``with_mask``, also the boolean (batch,) mask of the fresh rows."""
         rows = self.ring_rows
         n_fresh = self.rng.binomial([], counts=float(rows), probs=self.fresh_fraction, dtype=tf.int32)
         replay = self._replays(rows)
@@ -79,12 +72,8 @@ class ReplayBuffer(tf.Module):
             chains = tf.gather(self.chains, self._chain_slots())
             if self.persistent_wait:  # switched off: the rows replay the ring instead
                 chains = tf.where(self.live, chains, self._replays(self.persistent_rows))
-            restart = tf.zeros([self.persistent_rows], tf.bool)
-            if self.persistent_restart > 0:
-                restart = self.rng.uniform([self.persistent_rows]) < self.persistent_restart
-                chains = tf.where(restart[:, None, None, None], self._uniform(self.persistent_rows), chains)
             starts = tf.concat([starts, chains], axis=0)
-            is_fresh = tf.concat([is_fresh, restart], axis=0)
+            is_fresh = tf.concat([is_fresh, tf.zeros([self.persistent_rows], tf.bool)], axis=0)
         return (starts, is_fresh) if with_mask else starts
 
     def _replays(self, n: int) -> tf.Tensor:

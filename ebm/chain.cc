@@ -247,9 +247,9 @@ void FirstLayerGrad(const Conv& c, const float* dy, float* grad) {
   }
 }
 
-// After Forward: the output gradients of every layer's pre-activations (work.dy, work.dh) and,
-// with image_grad, dE/d(image) into work.grad.
-void Backward(const Net& net, Work& work, bool image_grad = true) {
+// After Forward: the output gradients of every layer's pre-activations (work.dy, work.dh) and
+// dE/d(image) into work.grad.
+void Backward(const Net& net, Work& work) {
   const int n = static_cast<int>(net.convs.size()), F = net.flat, U = net.units;
   for (int u = 0; u < U; ++u) work.dh[u] = net.out_w[u] * work.dd[u];
   float* da = work.da.data();
@@ -282,7 +282,6 @@ void Backward(const Net& net, Work& work, bool image_grad = true) {
                 });
     }
   }
-  if (!image_grad) return;
   const Conv& first = net.convs[0];
   const float* dy = work.dy[0].data();
   float* grad = work.grad.data();
@@ -454,187 +453,6 @@ class EbmLangevinChainOp : public OpKernel {
   float step_size_, noise_, grad_clip_;
 };
 
-
-// The contrastive-divergence update's forward and weight-gradient pass: energies E_i of a batch
-// of images and the gradient in every weight of sum_i (a_i E_i + b_i E_i^2). The images are
-// spread over the threads in fixed chunks of kChunk; each chunk's gradient is a sum over its
-// images' pixels in a fixed order (PixelGemm over the chunk's saved layer inputs and output
-// gradients), and the chunks are added in order, so the result does not depend on the threads.
-constexpr int kChunk = 8;
-
-struct ChunkWork {
-  Work work;
-  std::vector<std::vector<float>> ins, dys;  // per conv: each image's input buffer, its output gradients (pixels x cop)
-  std::vector<float> flats, dhs;             // each image's flattened input to the dense layer, its output gradient
-  std::vector<std::vector<int>> rows, pixels;  // per conv: a gradient row's base in an input buffer; a pixel's offset
-  std::vector<int> flat_rows, flat_images;
-
-  explicit ChunkWork(const Net& net) : work(net) {
-    for (const Conv& c : net.convs) {
-      ins.emplace_back(static_cast<size_t>(kChunk) * c.BufferSize(), 0.0f);
-      dys.emplace_back(static_cast<size_t>(kChunk) * c.ho * c.wo * c.cop, 0.0f);
-      rows.emplace_back();
-      for (int t = 0; t < c.k * c.k; ++t)
-        for (int i = 0; i < c.ci; ++i) rows.back().push_back(c.taps[t] + i);
-      pixels.emplace_back();
-      for (int j = 0; j < kChunk; ++j)
-        for (int p : c.starts) pixels.back().push_back(j * c.BufferSize() + p);
-    }
-    flats.assign(static_cast<size_t>(kChunk) * net.flat, 0.0f);
-    dhs.assign(static_cast<size_t>(kChunk) * net.units, 0.0f);
-    for (int f = 0; f < net.flat; ++f) flat_rows.push_back(f);
-    for (int j = 0; j < kChunk; ++j) flat_images.push_back(j * net.flat);
-  }
-};
-
-class EbmEnergyGradientsOp : public OpKernel {
- public:
-  explicit EbmEnergyGradientsOp(OpKernelConstruction* ctx) : OpKernel(ctx) {}
-
-  void Compute(OpKernelContext* ctx) override {
-    const Tensor& x = ctx->input(0);
-    const Tensor& a = ctx->input(1);
-    const Tensor& b = ctx->input(2);
-    Net net;
-    if (!PackNet(ctx, x, "images", &net)) return;
-    const int64_t batch = x.dim_size(0);
-    OP_REQUIRES(ctx, a.NumElements() == batch && b.NumElements() == batch,
-                InvalidArgument("a and b must have one element per image (", batch, "); got ", a.NumElements(),
-                                " and ", b.NumElements()));
-    const int n = static_cast<int>(net.convs.size()), F = net.flat, U = net.units;
-    // one chunk's gradient, padded: per conv [k * k][ci][cop] then [cop]; dense [F][U], [U]; out [U], [1]
-    std::vector<int64_t> offsets;
-    int64_t size = 0;
-    for (const Conv& c : net.convs) {
-      offsets.push_back(size);
-      size += static_cast<int64_t>(c.k) * c.k * c.ci * c.cop + c.cop;
-    }
-    const int64_t dense_at = size, out_at = size + static_cast<int64_t>(F) * U + U;
-    size = out_at + U + 1;
-    const int64_t chunks = (batch + kChunk - 1) / kChunk;
-    std::vector<float> grads(static_cast<size_t>(chunks * size), 0.0f);
-
-    Tensor* energies = nullptr;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, tensorflow::TensorShape({batch}), &energies));
-    float* e_out = energies->flat<float>().data();
-    const float* images = x.flat<float>().data();
-    const float* av = a.flat<float>().data();
-    const float* bv = b.flat<float>().data();
-    auto* pool = ctx->device()->tensorflow_cpu_worker_threads()->workers;
-    std::vector<std::unique_ptr<ChunkWork>> works(pool->NumThreads() + 1);
-    auto run = [&](int64_t begin, int64_t end, int thread) {
-      if (!works[thread]) works[thread] = std::make_unique<ChunkWork>(net);
-      for (int64_t chunk = begin; chunk < end; ++chunk)
-        Chunk(net, *works[thread], images, chunk * kChunk, std::min<int64_t>(batch, (chunk + 1) * kChunk), av, bv,
-              e_out, &grads[chunk * size], offsets, dense_at, out_at);
-    };
-    pool->ParallelForWithWorkerId(chunks, tsl::thread::ThreadPool::SchedulingParams::Fixed(1), run);
-
-    // the chunks' sums, in order, unpadded into the outputs: conv kernels, conv biases, dense, out
-    auto total = [&](int64_t at) {
-      float s = 0.0f;
-      for (int64_t chunk = 0; chunk < chunks; ++chunk) s += grads[chunk * size + at];
-      return s;
-    };
-    OpOutputList kernel_grads, bias_grads;
-    OP_REQUIRES_OK(ctx, ctx->output_list("conv_kernel_grads", &kernel_grads));
-    OP_REQUIRES_OK(ctx, ctx->output_list("conv_bias_grads", &bias_grads));
-    for (int l = 0; l < n; ++l) {
-      const Conv& c = net.convs[l];
-      Tensor* kg = nullptr;
-      Tensor* bg = nullptr;
-      OP_REQUIRES_OK(ctx, kernel_grads.allocate(l, tensorflow::TensorShape({c.k, c.k, c.ci, c.co}), &kg));
-      OP_REQUIRES_OK(ctx, bias_grads.allocate(l, tensorflow::TensorShape({c.co}), &bg));
-      float* kp = kg->flat<float>().data();
-      for (int q = 0; q < c.k * c.k * c.ci; ++q)
-        for (int o = 0; o < c.co; ++o) kp[q * c.co + o] = total(offsets[l] + static_cast<int64_t>(q) * c.cop + o);
-      const int64_t bias_at = offsets[l] + static_cast<int64_t>(c.k) * c.k * c.ci * c.cop;
-      for (int o = 0; o < c.co; ++o) bg->flat<float>()(o) = total(bias_at + o);
-    }
-    const Conv& last = net.convs[n - 1];
-    const int units = static_cast<int>(ctx->input(3 + 2 * n).dim_size(1));
-    const int64_t dense_rows = static_cast<int64_t>(last.ho) * last.wo * last.co;
-    Tensor* dg = nullptr;
-    Tensor* dbg = nullptr;
-    Tensor* og = nullptr;
-    Tensor* obg = nullptr;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(1 + 2 * n, tensorflow::TensorShape({dense_rows, units}), &dg));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(2 + 2 * n, tensorflow::TensorShape({units}), &dbg));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(3 + 2 * n, tensorflow::TensorShape({units, 1}), &og));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(4 + 2 * n, tensorflow::TensorShape({1}), &obg));
-    float* dp = dg->flat<float>().data();
-    for (int p = 0; p < last.ho * last.wo; ++p)
-      for (int c = 0; c < last.co; ++c)
-        for (int u = 0; u < units; ++u)
-          dp[(static_cast<int64_t>(p) * last.co + c) * units + u] =
-              total(dense_at + (static_cast<int64_t>(p) * last.cop + c) * U + u);
-    for (int u = 0; u < units; ++u) {
-      dbg->flat<float>()(u) = total(dense_at + static_cast<int64_t>(F) * U + u);
-      og->flat<float>()(u) = total(out_at + u);
-    }
-    obg->flat<float>()(0) = total(out_at + U);
-  }
-
- private:
-  // Images [begin, end): forward and backward one at a time, keeping what the weight gradients
-  // need, then the chunk's gradient into g (padded layout, see Compute).
-  static void Chunk(const Net& net, ChunkWork& cw, const float* images, int64_t begin, int64_t end, const float* av,
-                    const float* bv, float* e_out, float* g, const std::vector<int64_t>& offsets, int64_t dense_at,
-                    int64_t out_at) {
-    Work& work = cw.work;
-    const int n = static_cast<int>(net.convs.size()), F = net.flat, U = net.units;
-    const Conv& first = net.convs[0];
-    const int count = static_cast<int>(end - begin);
-    float* out_g = g + out_at;
-    for (int j = 0; j < count; ++j) {
-      const float* image = images + (begin + j) * net.h * net.w;
-      float* in = work.in[0].data();
-      for (int r = 0; r < net.h; ++r) std::copy_n(image + r * net.w, net.w, in + first.InputOffset(r, 0));
-      const float e = Forward(net, work);
-      e_out[begin + j] = e;
-      Backward(net, work, false);
-      const float up = av[begin + j] + 2.0f * bv[begin + j] * e;  // d(a E + b E^2) / dE
-      for (int l = 0; l < n; ++l) {
-        const Conv& c = net.convs[l];
-        std::copy(work.in[l].begin(), work.in[l].begin() + c.BufferSize(), cw.ins[l].begin() + j * c.BufferSize());
-        float* dst = cw.dys[l].data() + static_cast<ptrdiff_t>(j) * c.ho * c.wo * c.cop;
-        for (int oy = 0; oy < c.ho; ++oy)
-          for (int ox = 0; ox < c.wo; ++ox) {
-            const float* src = work.dy[l].data() + c.GradOffset(oy, ox);
-            float* d = dst + (oy * c.wo + ox) * c.cop;
-#pragma omp simd
-            for (int o = 0; o < c.cop; ++o) d[o] = up * src[o];
-          }
-      }
-      std::copy_n(work.flat.data(), F, cw.flats.data() + static_cast<ptrdiff_t>(j) * F);
-      float* dh = cw.dhs.data() + static_cast<ptrdiff_t>(j) * U;
-      for (int u = 0; u < U; ++u) {
-        dh[u] = up * work.dh[u];
-        out_g[u] += up * work.ad[u];
-      }
-      out_g[U] += up;
-    }
-    auto none = [](int, int, float*) {};
-    for (int l = 0; l < n; ++l) {
-      const Conv& c = net.convs[l];
-      const std::vector<int> pixels(cw.pixels[l].begin(), cw.pixels[l].begin() + count * c.ho * c.wo);
-      // dW[t][i][o] = sum over the chunk's pixels of input[pixel + tap t + i] x output gradient[pixel][o]
-      PixelGemm(cw.ins[l].data(), cw.rows[l], pixels, 1, cw.dys[l].data(), c.cop, nullptr, g + offsets[l], true, none);
-      float* bias = g + offsets[l] + static_cast<int64_t>(c.k) * c.k * c.ci * c.cop;
-      for (size_t p = 0; p < pixels.size(); ++p) {
-        const float* d = cw.dys[l].data() + p * c.cop;
-#pragma omp simd
-        for (int o = 0; o < c.cop; ++o) bias[o] += d[o];
-      }
-    }
-    const std::vector<int> images_in(cw.flat_images.begin(), cw.flat_images.begin() + count);
-    PixelGemm(cw.flats.data(), cw.flat_rows, images_in, 1, cw.dhs.data(), U, nullptr, g + dense_at, true, none);
-    float* dense_bias = g + dense_at + static_cast<int64_t>(F) * U;
-    for (int j = 0; j < count; ++j)
-      for (int u = 0; u < U; ++u) dense_bias[u] += cw.dhs[static_cast<size_t>(j) * U + u];
-  }
-};
-
 }  // namespace
 }  // namespace ebm
 
@@ -664,34 +482,3 @@ REGISTER_OP(EBM_CHAIN_OP)
       return absl::OkStatus();
     });
 REGISTER_KERNEL_BUILDER(Name(EBM_CHAIN_OP).Device(tensorflow::DEVICE_CPU), ebm::EbmLangevinChainOp);
-
-#ifndef EBM_GRADIENTS_OP
-#define EBM_GRADIENTS_OP "EbmEnergyGradients"
-#endif
-
-REGISTER_OP(EBM_GRADIENTS_OP)
-    .Input("x: float")
-    .Input("a: float")
-    .Input("b: float")
-    .Input("conv_kernels: n * float")
-    .Input("conv_biases: n * float")
-    .Input("dense_kernel: float")
-    .Input("dense_bias: float")
-    .Input("out_kernel: float")
-    .Input("out_bias: float")
-    .Attr("n: int >= 1")
-    .Output("energies: float")
-    .Output("conv_kernel_grads: n * float")
-    .Output("conv_bias_grads: n * float")
-    .Output("dense_kernel_grad: float")
-    .Output("dense_bias_grad: float")
-    .Output("out_kernel_grad: float")
-    .Output("out_bias_grad: float")
-    .SetShapeFn([](tensorflow::shape_inference::InferenceContext* c) {
-      int n;
-      TF_RETURN_IF_ERROR(c->GetAttr("n", &n));
-      c->set_output(0, c->Vector(c->Dim(c->input(0), 0)));
-      for (int i = 0; i < 2 * n + 4; ++i) c->set_output(1 + i, c->input(3 + i));  // each gradient has its weight's shape
-      return absl::OkStatus();
-    });
-REGISTER_KERNEL_BUILDER(Name(EBM_GRADIENTS_OP).Device(tensorflow::DEVICE_CPU), ebm::EbmEnergyGradientsOp);

@@ -65,18 +65,15 @@ def replica_shares(strategy: tf.distribute.Strategy, batch_size: int, buffer_siz
     return batch_size // n, max(buffer_size // n, batch_size // n)
 
 
-def gathered(order: tf.data.Dataset, arrays: tuple[np.ndarray, ...]) -> tf.data.Dataset:
-    """Each element of ``order`` (a batch's rows) as the batch of those rows of ``arrays``: the
-    images alone for one array, ``(images, labels)`` for two."""
-    data = tuple(tf.constant(a) for a in arrays)
-    take = (lambda rows: tf.gather(data[0], rows)) if len(data) == 1 else \
-        (lambda rows: tuple(tf.gather(a, rows) for a in data))
-    return fixed_pipeline(order.map(take).prefetch(2))
+def gathered(order: tf.data.Dataset, images: np.ndarray) -> tf.data.Dataset:
+    """Each element of ``order`` (a batch's rows) as the batch of those rows of ``images``."""
+    data = tf.constant(images)
+    return fixed_pipeline(order.map(lambda rows: tf.gather(data, rows)).prefetch(2))
 
 
-def distributed_batches(strategy: tf.distribute.Strategy, arrays: tuple[np.ndarray, ...], order: np.ndarray):
+def distributed_batches(strategy: tf.distribute.Strategy, images: np.ndarray, order: np.ndarray):
     """The training batches for ``strategy``: ``order`` holds the rows of each global batch
-    (steps, batch) of ``arrays`` (images, and labels when the loss needs them); replica ``r`` of
+    (steps, batch) of ``images``; replica ``r`` of
     ``R`` takes the ``r``-th of ``R`` equal slices of every batch, so the replicas together see
     exactly the single-device batches."""
     n = strategy.num_replicas_in_sync
@@ -87,6 +84,6 @@ def distributed_batches(strategy: tf.distribute.Strategy, arrays: tuple[np.ndarr
         local = context.num_replicas_in_sync // context.num_input_pipelines  # replicas fed by this pipeline
         first = context.input_pipeline_id * local
         mine = slices[:, first:first + local].reshape(steps * local, batch // n)  # step-major: replica after replica
-        return gathered(tf.data.Dataset.from_tensor_slices(mine), arrays)
+        return gathered(tf.data.Dataset.from_tensor_slices(mine), images)
 
     return strategy.distribute_datasets_from_function(pipeline)

@@ -40,7 +40,7 @@ def main(stage_fn, paths_cls, argv=None) -> None:
     parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (default: %(default)s)")
     for field in dataclasses.fields(paths_cls):
         parser.add_argument(f"--{field.name.replace('_', '-')}", dest=field.name, type=Path, default=field.default,
-                            help=f"(default: %(default)s)")
+                            help="(default: %(default)s)")
     args = vars(parser.parse_args(argv))
     quiet_tensorflow()
     from ebm.config import ConfigError, load_params

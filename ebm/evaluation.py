@@ -20,7 +20,22 @@ import pandas as pd
 
 from ebm import metrics as M
 from ebm.classifier import FeatureExtractor
-from ebm.losses import class_energy_spread
+
+
+def class_energy_spread(energies: np.ndarray, labels: np.ndarray, classes: int = 10) -> np.floating:
+    """Between-class variance of the energies of labelled digits: sum over the classes present
+    of (their share) x (their mean energy - the mean energy)^2. Zero when
+    every class has the same mean energy; chains run long slide from the classes given high
+    energy into those given low."""
+    import tensorflow as tf
+
+    energies = tf.convert_to_tensor(energies)
+    labels = tf.cast(labels, tf.int32)
+    counts = tf.math.unsorted_segment_sum(tf.ones_like(energies), labels, classes)
+    sums = tf.math.unsorted_segment_sum(energies, labels, classes)
+    shares = counts / tf.reduce_sum(counts)
+    means = tf.math.divide_no_nan(sums, counts)
+    return tf.reduce_sum(shares * tf.square(means - tf.reduce_mean(energies))).numpy()
 
 
 def ood_sets(test_x: np.ndarray, seed: int) -> dict[str, np.ndarray]:

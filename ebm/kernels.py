@@ -7,9 +7,7 @@ overhead, and on a CPU that costs about as much as the convolutions. Two levels 
   (:func:`langevin_chain`): every image runs all its steps (noise, forward, input-gradient,
   move) with its activations in cache, the convolutions as register-blocked implicit GEMMs, and
   the images spread over TF's intra-op threads. Used by :func:`ebm.network.chain_energy` when
-  the network has that shape, on x86 CPUs with AVX-512 or AVX2 (see :func:`native_chain_enabled`);
-  and the contrastive-divergence update's forward and weight-gradient pass (:func:`energy_gradients`)
-  with the same kernels.
+  the network has that shape, on x86 CPUs with AVX-512 or AVX2 (see :func:`native_chain_enabled`).
 - ``kernels.cc``: swish with its derivative, the clipped Langevin move, and Gaussian noise
   (Philox and Box-Muller, ``random.h``) added and clipped, one pass each, for the TF-graph chain.
 
@@ -113,20 +111,6 @@ def langevin_chain(x: tf.Tensor, seed: tf.Tensor, steps, conv_kernels, conv_bias
     return ops.ebm_langevin_chain(x, tf.cast(seed, tf.int32), tf.cast(steps, tf.int32), list(conv_kernels),
                                   list(conv_biases), dense_kernel, dense_bias, out_kernel, out_bias,
                                   step_size=float(step_size), noise=float(noise), grad_clip=float(grad_clip))
-
-
-def energy_gradients(x: tf.Tensor, a: tf.Tensor, b: tf.Tensor, conv_kernels, conv_biases, dense_kernel, dense_bias,
-                     out_kernel, out_bias):
-    """Energies of ``build_energy_network``'s network (given by its weights, as
-    :func:`langevin_chain`) on images ``x`` (B, H, W, 1), and the gradient of
-    ``sum_i a_i E_i + b_i E_i^2`` in every weight: the contrastive-divergence update's forward and
-    backward pass in one op (the loss of :class:`ebm.model.ContrastiveDivergenceModel` is of that
-    form). Returns ``(energies (B,), [conv kernel grads], [conv bias grads], dense kernel grad,
-    dense bias grad, out kernel grad, out bias grad)``, each gradient shaped as its weight.
-    Deterministic: images are summed in fixed chunks, in order, whatever the thread count."""
-    out = _ops(True).ebm_energy_gradients(x, a, b, list(conv_kernels), list(conv_biases), dense_kernel, dense_bias,
-                                          out_kernel, out_bias)
-    return out[0], list(out[1]), list(out[2]), *out[3:]
 
 
 def _ops(native: bool | None):

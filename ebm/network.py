@@ -142,19 +142,16 @@ def chain_energy(network: keras.Model) -> ChainEnergy:
             y = _fast_call(layer, y)
         return tf.squeeze(y, axis=-1)
 
-    native, gradients = _native_chain(network, layers) if kernels.native_chain_enabled() else (None, None)
+    native = _native_chain(network, layers) if kernels.native_chain_enabled() else None
     if blocks:
-        return ChainEnergy(energy, lambda x: tf.nn.space_to_depth(x, 2), lambda z: tf.nn.depth_to_space(z, 2), native,
-                           gradients)
-    return ChainEnergy(energy, native=native, weight_gradients=gradients)
+        return ChainEnergy(energy, lambda x: tf.nn.space_to_depth(x, 2), lambda z: tf.nn.depth_to_space(z, 2), native)
+    return ChainEnergy(energy, native=native)
 
 
 def _native_chain(network: keras.Model, layers):
-    """The whole-chain CPU op (:func:`ebm.kernels.langevin_chain`) and the forward and
-    weight-gradient op (:func:`ebm.kernels.energy_gradients`) for a network of
+    """The whole-chain CPU op (:func:`ebm.kernels.langevin_chain`) for a network of
     :func:`build_energy_network`'s shape (one-channel images; stride-2 "same" swish convolutions
-    with bias; flatten; swish dense; linear dense to one unit), else None, None. The second is
-    None too when the network trains other weights than those."""
+    with bias; flatten; swish dense; linear dense to one unit), else None."""
     *convs, flatten, dense, out = layers if len(layers) >= 4 else (None,) * 4
     swish_layer = lambda layer: keras.activations.serialize(layer.activation) in ("silu", "swish")  # noqa: E731
 
@@ -172,24 +169,13 @@ def _native_chain(network: keras.Model, layers):
                  and type(out) is keras.layers.Dense and out.use_bias and out.units == 1
                  and keras.activations.serialize(out.activation) == "linear")
     if not supported:
-        return None, None
+        return None
 
     def run(x, seed, steps, step_size, noise, grad_clip):
         return kernels.langevin_chain(x, seed, steps, [c.kernel for c in convs], [c.bias for c in convs],
                                       dense.kernel, dense.bias, out.kernel, out.bias, step_size, noise, grad_clip)
 
-    weights = [w for c in convs for w in (c.kernel, c.bias)] + [dense.kernel, dense.bias, out.kernel, out.bias]
-    order = [next((i for i, w in enumerate(weights) if w is v), None) for v in network.trainable_weights]
-    if sorted(i for i in order if i is not None) != list(range(len(weights))) or None in order:
-        return run, None
-
-    def gradients(x, a, b):
-        e, kernel_grads, bias_grads, *rest = kernels.energy_gradients(
-            x, a, b, [c.kernel for c in convs], [c.bias for c in convs], dense.kernel, dense.bias, out.kernel, out.bias)
-        grads = [g for pair in zip(kernel_grads, bias_grads) for g in pair] + rest
-        return e, [grads[i] for i in order]
-
-    return run, gradients
+    return run
 
 
 def _activation(layer):

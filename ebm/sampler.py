@@ -31,16 +31,12 @@ class ChainEnergy(NamedTuple):
     ``native``, when set, runs a whole chain at once on images:
     ``native(x, seed, steps, step_size, noise, grad_clip) -> (final x, per-step sums (steps, 4))``
     with the same update and trace as the step-by-step loop (:func:`ebm.kernels.langevin_chain`).
-    ``weight_gradients``, when set, is the network's forward and weight-gradient pass in one op:
-    ``weight_gradients(x, a, b) -> (E(x) (B,), gradients of sum_i a_i E_i + b_i E_i^2)``, the
-    gradients in the order of the network's ``trainable_weights`` (:func:`ebm.kernels.energy_gradients`).
     """
 
     energy: EnergyFn
     to_state: Callable[[tf.Tensor], tf.Tensor] = _identity
     from_state: Callable[[tf.Tensor], tf.Tensor] = _identity
     native: Callable | None = None
-    weight_gradients: Callable | None = None
 
 
 def energy_and_grad(energy: EnergyFn, x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:

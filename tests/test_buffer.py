@@ -66,22 +66,6 @@ def test_persistent_chains_are_never_restarted_from_noise():
         buf.push(x)
 
 
-def test_persistent_chains_restart_from_noise_at_their_rate_and_the_mask_marks_them():
-    buf = ReplayBuffer(capacity=64, batch_size=16, image_shape=(2, 2, 1), fresh_fraction=0.0, seed=5,
-                       persistent=8, persistent_rows=4, persistent_restart=0.25)
-    buf.chains.assign(tf.fill((8, 2, 2, 1), 5.0))  # outside [-1, 1]: a restart is visible
-    restarts = visits = 0
-    for _ in range(400):
-        x, fresh = buf.sample(with_mask=True)
-        chain_rows, chain_fresh = x.numpy()[12:], fresh.numpy()[12:]
-        restarted = np.all(np.abs(chain_rows) <= 1.0, axis=(1, 2, 3))
-        assert np.array_equal(restarted, chain_fresh)  # the mask marks exactly the restarted chains
-        assert np.all(chain_rows[~restarted] == 5.0)  # the others continue where they were
-        restarts, visits = restarts + restarted.sum(), visits + 4
-        buf.push(tf.concat([x[:12], tf.fill((4, 2, 2, 1), 5.0)], axis=0))  # "refine" the chains back to 5
-    assert 0.2 < restarts / visits < 0.3  # 1,600 visits at p = 0.25
-
-
 def test_waiting_persistent_chains_replay_the_ring_into_their_slots_then_continue_once_live():
     buf = ReplayBuffer(capacity=32, batch_size=8, image_shape=(2, 2, 1), fresh_fraction=0.0, seed=6,
                        persistent=4, persistent_rows=2, persistent_wait=True)
@@ -107,6 +91,3 @@ def test_persistent_rows_must_leave_room_for_the_ring():
         ReplayBuffer(capacity=64, batch_size=8, image_shape=(2, 2, 1), persistent=16, persistent_rows=8)
     with pytest.raises(ValueError, match="persistent"):
         ReplayBuffer(capacity=64, batch_size=8, image_shape=(2, 2, 1), persistent=2, persistent_rows=4)
-    with pytest.raises(ValueError, match="persistent_restart"):
-        ReplayBuffer(capacity=64, batch_size=8, image_shape=(2, 2, 1), persistent=8, persistent_rows=2,
-                     persistent_restart=1.5)

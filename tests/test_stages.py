@@ -242,22 +242,3 @@ def test_generate_refuses_a_model_whose_chains_diverge_and_writes_nothing(tmp_pa
     assert not gp.samples.exists()
     runs = mlflow.search_runs(experiment_names=["ebm"], filter_string="tags.`ebm.stage` = 'generate'")
     assert runs["status"].tolist() == ["FAILED"]
-
-
-def test_class_balance_trains_on_labels_and_refuses_unlabelled_digits(tmp_path, mlflow_store):
-    raw = tiny_params_dict()
-    raw["train"].update(class_balance=1.0, epochs=1)
-    params = parse_params(raw)
-    prepared = tmp_path / "d"
-    pipeline.prepare(params, pipeline.PreparePaths(data=prepared))
-    tp = pipeline.TrainPaths(data=prepared, model=tmp_path / "m.keras", history=tmp_path / "h.csv")
-    pipeline.train(params, tp, verbose=0)
-    history = pd.read_csv(tp.history)
-    assert history["spread"].notna().all() and (history["spread"] >= 0).all()
-    with np.load(prepared / "train.npz") as f:
-        x = f["x"]
-    np.savez(prepared / "train.npz", x=x, y=np.full(len(x), -1))  # an npz source without labels
-    tp2 = pipeline.TrainPaths(data=prepared, model=tmp_path / "m2.keras", history=tmp_path / "h2.csv")
-    with pytest.raises(Exception, match="train.class_balance.*unlabelled"):
-        pipeline.train(params, tp2, verbose=0)
-    assert not tp2.model.exists()

@@ -252,6 +252,5 @@ def longrun_paragraphs(params: Params, metrics: dict, curve=None, class_energies
             out.append(f"<p>Mean energy of the real test digits by class: lowest {name(order[:3])}, highest "
                        f"{name(order[-3:][::-1])} (spread {metrics['energy_class_std']:.3g}, gap "
                        f"{metrics['energy_class_gap']:.3g}). Chains run long slide from the classes the model gives "
-                       "high energy into those it gives low; flattening the gap (train.class_balance) steadies them "
-                       "but starves the narrow classes of short runs (docs/experiments.md \"Balanced classes\").</p>")
+                       "high energy into those it gives low.</p>")
     return out

@@ -50,11 +50,9 @@ def build_model(params: Params, energy_net=None, steps_per_epoch: int = 1, strat
                               f"replicas leaves {chains} per replica, fewer than a batch's {t.persistent_rows(batch)}")
         buffer = ReplayBuffer(capacity, batch, IMAGE_SHAPE, t.fresh_fraction, seed=t.seed + 2,
                               persistent=chains, persistent_rows=t.persistent_rows(batch),
-                              persistent_restart=t.persistent_restart, persistent_wait=t.persistent_start > 0)
+                              persistent_wait=t.persistent_start > 0)
         model = ContrastiveDivergenceModel(energy_net, sampler, buffer, alpha=t.alpha, real_noise=t.real_noise,
-                                           seed=t.seed + 3, buffer_shift=t.buffer_shift, ema_decay=t.ema_decay,
-                                           kl_weight=t.kl_weight, kl_repel=t.kl_repel, kl_compare=t.kl_compare,
-                                           class_balance=t.class_balance, native_update=t.native_update)
+                                           seed=t.seed + 3, ema_decay=t.ema_decay)
         lr = t.learning_rate
         if t.lr_schedule == "cosine":
             lr = keras.optimizers.schedules.CosineDecay(t.learning_rate, decay_steps=t.epochs * steps_per_epoch,
@@ -105,17 +103,13 @@ def train(params: Params, paths: TrainPaths, verbose: int | None = None) -> dict
     if len(train_split.x) < t.batch_size:
         raise ConfigError("train.batch_size", f"={t.batch_size} exceeds the {len(train_split.x)} training images")
     labelled = bool((train_split.y >= 0).all())
-    if t.class_balance > 0 and not labelled:
-        raise ConfigError("train.class_balance", f"={t.class_balance} needs a label for every training digit; "
-                          f"{paths.data / 'train.npz'} has unlabelled ones (set it to 0)")
     steps_per_epoch = len(train_split.x) // t.batch_size
-    arrays = (train_split.x, train_split.y) if t.class_balance > 0 else (train_split.x,)
 
     def batches(first_epoch: int):
         order = resume.epoch_order(len(train_split.x), t.batch_size, t.seed, range(first_epoch, t.epochs))
         if t.strategy != "default":
-            return distribute.distributed_batches(strategy, arrays, order)
-        return distribute.gathered(tf.data.Dataset.from_tensor_slices(order), arrays)
+            return distribute.distributed_batches(strategy, train_split.x, order)
+        return distribute.gathered(tf.data.Dataset.from_tensor_slices(order), train_split.x)
 
     # validation needs no gradient: big batches (each evaluate step costs ~10 ms of overhead on a CPU)
     test_ds = data_lib.fixed_pipeline(
