@@ -44,7 +44,7 @@ def worker(variant: str, warmup: int) -> None:
     and answers its seconds; ``finish`` answers the closing figures (generation for ``ebm``)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     from ebm.config import ModelConfig, Params, SamplerConfig, TrainConfig
-    from ebm.runtime import configure_threads
+    from ebm.families.deep.runtime import configure_threads
 
     _, model_over, train_over, _ = VARIANTS[variant]
     params = Params(
@@ -63,7 +63,7 @@ def worker(variant: str, warmup: int) -> None:
 
         model = build_reference()
     else:
-        from ebm.pipeline import build_model
+        from ebm.families.deep.train import build_model
 
         model = build_model(params)
     model.fit(data, epochs=1, steps_per_epoch=warmup, verbose=0)  # builds, traces, fills caches
@@ -123,8 +123,8 @@ def generation(params) -> dict:
     import tensorflow as tf
 
     from ebm.config import SamplerConfig
-    from ebm.network import build_energy_network, chain_energy
-    from ebm.pipeline import generation_sampler
+    from ebm.families.deep.network import build_energy_network, chain_energy
+    from ebm.families.deep.family import generation_sampler
 
     params = dataclasses.replace(params, sampler=SamplerConfig(steps=1000))
     energy = chain_energy(build_energy_network(params.model))

@@ -4,7 +4,7 @@
     python bench/fit_exit.py --epochs 10 --rounds 2
 
 The train stage's input pipeline (the network and params of ``params.yaml``, the embedded
-digits, ``ebm.distribute.gathered``'s batches and the validation set, both through
+digits, ``ebm.families.deep.distribute.gathered``'s batches and the validation set, both through
 ``ebm.data.fixed_pipeline``) is fitted as the stages use it (autotuning off) and with TF's
 autotuning switched back on, alternately, on one model in one process. Each fit prints its wall
 time and the seconds from its last callback (``on_train_end``) to its return, which is when Keras
@@ -32,7 +32,7 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     from ebm.config import load_params
-    from ebm.runtime import configure_threads
+    from ebm.families.deep.runtime import configure_threads
 
     params = load_params(ROOT / "params.yaml")
     configure_threads(params.train)
@@ -40,8 +40,8 @@ def main() -> None:
     import tensorflow as tf
 
     from ebm import data as data_lib
-    from ebm import distribute, resume
-    from ebm.pipeline.train import build_model
+    from ebm.families.deep import distribute, resume
+    from ebm.families.deep.train import build_model
 
     train, test = data_lib.load_mnist5k(params.data)
     batch = params.train.batch_size

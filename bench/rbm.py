@@ -40,7 +40,7 @@ PUBLISHED = {"CD-1": -125.53, "CD-3": -105.50, "CD-25": -86.34, "DBN (2 layers)"
 def load_binary(seed: int = 0):
     from ebm.config import DataConfig
     from ebm.data import load_source
-    from ebm.rbm.data import binarize
+    from ebm.families.rbm.data import binarize
 
     train, test = load_source(DataConfig())  # the pipeline's default split of the 5,000 bundled digits
     return binarize(train.x, "stochastic", seed), binarize(test.x, "stochastic", seed + 10_000)
@@ -50,7 +50,7 @@ def sklearn_vs_ours(v_train, v_test, epochs: int, hidden: int, lr: float, batch:
     import tensorflow as tf
     from sklearn.neural_network import BernoulliRBM
 
-    from ebm.rbm.model import RBM, pseudo_likelihood, sgd
+    from ebm.families.rbm.model import RBM, pseudo_likelihood, sgd
 
     flips = np.random.default_rng(1).integers(0, v_test.shape[1], len(v_test))
 
@@ -87,8 +87,8 @@ def sklearn_vs_ours(v_train, v_test, epochs: int, hidden: int, lr: float, batch:
 
 def ais_table(v_train, v_test, epochs: int, runs: int, betas: int) -> dict:
     from ebm.config import DBNConfig, ModelConfig, Params, RBMConfig
-    from ebm.pipeline.boltzmann import fit_model
-    from ebm.rbm.ais import ais_log_partition, average_log_likelihood, base_rate_biases
+    from ebm.families.rbm.family import fit_model
+    from ebm.families.rbm.ais import ais_log_partition, average_log_likelihood, base_rate_biases
 
     settings = {"CD-1": dict(cd_k=1, persistent=False), "CD-3": dict(cd_k=3, persistent=False),
                 "CD-25": dict(cd_k=25, persistent=False), "PCD-1 (our default)": dict(cd_k=1, persistent=True),

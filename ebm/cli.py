@@ -42,41 +42,40 @@ def params(path: Path = typer.Option(Path("params.yaml"), help="params file to c
 
 @app.command()
 def sample(
-    model: Path = typer.Option(Path("models/energy.keras"), help="a .keras energy network written by the train stage"),
+    model: Path = typer.Option(Path("models/energy.keras"), help="a .keras model file written by the train stage"),
     model_uri: str = typer.Option(None, help="an MLflow model URI, e.g. runs:/<run_id>/model or "
                                              "models:/<model_id> (overrides --model)"),
     out: Path = typer.Option(Path("samples.png"), help="where to write the sample grid (PNG)"),
     n: int = typer.Option(64, min=1, help="number of samples"),
-    params_path: Path = typer.Option(Path("params.yaml"), "--params", help="params file for the sampler section"),
-    steps: int = typer.Option(None, min=1, help="Langevin steps (default: sampler.steps)"),
+    params_path: Path = typer.Option(None, "--params", help="params file (default: ./params.yaml if there, else "
+                                                           "the built-in recipe)"),
+    steps: int = typer.Option(None, min=1, help="Langevin steps (default: sampler.steps; deep family)"),
     step_size: float = typer.Option(None, min=0.0, help="step size (default: sampler.step_size)"),
     seed: int = typer.Option(0, help="seed of the starting noise and of the chains"),
 ) -> None:
-    """Draw digits from a trained energy network with Langevin dynamics, starting from noise."""
+    """Draw digits from a trained model of any family, starting from noise (the deep family by
+    Langevin dynamics, the Boltzmann families by Gibbs sweeps)."""
     quiet_tensorflow()
     import dataclasses
 
-    import tensorflow as tf
-
-    from ebm.config import ConfigError, Params, load_params
-    from ebm.network import ModelFileError, chain_energy, load_energy_network
-    from ebm.pipeline import generation_sampler
+    from ebm import families
+    from ebm.config import ConfigError
+    from ebm.errors import ModelFileError
     from ebm.plots import save_grid
 
     try:
-        p = load_params(params_path) if params_path.is_file() else Params()
+        p = _params(params_path)
         overrides = {k: v for k, v in (("steps", steps), ("step_size", step_size)) if v is not None}
         shown = [k for k in p.generate.snapshot_steps if k <= overrides.get("steps", p.sampler.steps)]
         p = dataclasses.replace(p, sampler=dataclasses.replace(p.sampler, **overrides),  # snapshots: unused here
                                 generate=dataclasses.replace(p.generate, seed=seed, snapshot_steps=shown))
-        network = load_network_uri(model_uri) if model_uri else load_energy_network(model)
+        families.get(p.model.family).configure(p)  # before TensorFlow runs an op
+        family, network = _load_model(model_uri, model)
     except (ConfigError, ModelFileError, ValueError) as err:
         _fail(str(err))
         return
-    x0 = tf.random.Generator.from_seed(seed).uniform((n, 32, 32, 1), -1.0, 1.0)
-    samples, _ = generation_sampler(p).chain(chain_energy(network), x0)
-    save_grid(samples.numpy(), out)
-    typer.echo(f"{n} samples x {p.sampler.steps} steps -> {out}")
+    save_grid(family.sample(p, network, n, seed), out)
+    typer.echo(f"{n} {family.name} samples x {family.unit(p)} {family.unit_name(sampler=True)} -> {out}")
 
 
 @app.command()
@@ -84,7 +83,8 @@ def evaluate(
     model_uri: str = typer.Option(None, help="an MLflow model URI: runs:/<run_id>/model or models:/<model_id>"),
     model: Path = typer.Option(None, help="or a .keras energy network file"),
     out: Path = typer.Option(Path("eval"), help="folder for samples, figures, metrics.json and report.html"),
-    params_path: Path = typer.Option(Path("params.yaml"), "--params", help="sampler, generate and evaluate sections"),
+    params_path: Path = typer.Option(None, "--params", help="params file (default: ./params.yaml if there, else the "
+                                                           "built-in recipe)"),
     data: Path = typer.Option(Path("data/prepared"), help="prepared splits (the prepare stage's output)"),
     classifier: Path = typer.Option(Path("models/classifier.keras"), help="the classifier stage's model"),
     n: int = typer.Option(None, min=2, help="samples to draw (default: generate.n)"),
@@ -94,18 +94,18 @@ def evaluate(
     quiet_tensorflow()
     import dataclasses
 
-    from ebm.config import ConfigError, Params, load_params
+    from ebm.config import ConfigError
     from ebm.data import DataError
-    from ebm.network import ModelFileError, load_energy_network
+    from ebm.errors import ModelFileError
     from ebm.pipeline import EvaluatePaths, GeneratePaths, evaluate as run_evaluate, generate as run_generate
 
     if bool(model_uri) == bool(model):
         _fail("give exactly one of --model-uri and --model")
     try:
-        p = load_params(params_path) if params_path.is_file() else Params()
+        p = _params(params_path)
         if n:
             p = dataclasses.replace(p, generate=dataclasses.replace(p.generate, n=n))
-        network = load_network_uri(model_uri) if model_uri else load_energy_network(model)
+        _, network = _load_model(model_uri, model)
         g = GeneratePaths(samples=out / "samples.npz", grid=out / "samples.png", chains=out / "chains.png",
                           gif=out / "chains.gif", health=out / "chain_health.csv",
                           health_plot=out / "chain_health.png", record=out / "runs" / "generate.json")
@@ -144,11 +144,31 @@ def _history_of(model_uri: str | None, path: Path) -> None:
     table.to_csv(path, index=False)
 
 
+def _params(path: Path | None):
+    """``path`` (an error if it is not there); without one, ./params.yaml if there, else the
+    built-in recipe (the same as params.yaml's)."""
+    from ebm.config import Params, load_params
+
+    if path is not None:
+        return load_params(path)
+    return load_params("params.yaml") if Path("params.yaml").is_file() else Params()
+
+
+def _load_model(model_uri: str | None, model: Path | None):
+    """``(family, model)`` from an MLflow model URI or a model file."""
+    from ebm import families
+
+    if model_uri:
+        network = load_network_uri(model_uri)
+        return families.family_of(network, model_uri), network
+    return families.load_model(model)
+
+
 def load_network_uri(uri: str):
     """An energy network from an MLflow model URI (``runs:/<run_id>/model``, ``models:/<id>``)."""
     import mlflow
 
-    from ebm.network import ModelFileError
+    from ebm.errors import ModelFileError
     from ebm.tracking import Tracker
 
     mlflow.set_tracking_uri(Tracker().uri)

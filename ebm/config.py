@@ -18,7 +18,6 @@ from pathlib import Path
 import yaml
 
 DATA_SOURCES = ("mnist5k", "mnist", "npz")
-FAMILIES = ("ebm", "rbm", "dbn")
 BINARIZE = ("stochastic", "threshold")
 
 
@@ -49,18 +48,24 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """The model family (``ebm``: the deep EBM, whose network the other keys shape; ``rbm`` and
+    """The model family (``deep``: the deep EBM, whose network the other keys shape; ``rbm`` and
     ``dbn``: see the ``rbm`` and ``dbn`` sections). The network: strided Conv2D stack with swish,
     then a dense head to one scalar."""
 
-    family: str = "ebm"
+    family: str = "deep"
     filters: tuple[int, ...] = (16, 32, 64, 64)
     kernel_sizes: tuple[int, ...] = (5, 3, 3, 3)
     dense_units: int = 64
     fast_first_conv: bool = True
 
     def __post_init__(self):
-        _check(self.family in FAMILIES, "family", f"must be one of {', '.join(FAMILIES)}; got {self.family!r}")
+        from ebm import families
+
+        _check(self.family not in families.RENAMED, "family",
+               f"{self.family!r} is now called {families.RENAMED.get(self.family)!r}: set model.family: "
+               f"{families.RENAMED.get(self.family)}")
+        _check(self.family in families.names(), "family",
+               f"must be one of {', '.join(families.names())}; got {self.family!r}")
         _check(len(self.filters) > 0 and all(f > 0 for f in self.filters), "filters", "must be a non-empty list of positive ints")
         _check(len(self.kernel_sizes) == len(self.filters), "kernel_sizes", "must have one entry per filter")
         _check(all(k > 0 for k in self.kernel_sizes), "kernel_sizes", "must be positive")
@@ -306,8 +311,11 @@ class Params:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     def __post_init__(self):
-        key, steps = ("sampler.steps", self.sampler.steps) if self.model.family == "ebm" else \
-            ("generate.gibbs_steps", self.generate.gibbs_steps)
+        from ebm import families
+
+        key = families.LENGTH_KEYS[self.model.family]
+        section, name = key.split(".")
+        steps = getattr(getattr(self, section), name)
         bad = [s for s in self.generate.snapshot_steps if s > steps]
         _check(not bad, "generate.snapshot_steps", f"{bad} exceed {key}={steps}")
 

@@ -44,7 +44,7 @@ def best_pipeline(runs: pd.DataFrame, metric: str, ascending: bool = True) -> pd
     if runs.empty or "tags.ebm.role" not in runs:
         raise RegistryError("no pipeline runs: run `dvc repro` or a sweep first")
     parents = runs[(runs["tags.ebm.role"] == "pipeline") & (runs["status"] == "FINISHED")
-                   & (runs.get("tags.ebm.family", "ebm") == "ebm")]
+                   & runs.get("tags.ebm.family", pd.Series("deep", index=runs.index)).isin(["deep", "ebm"])]
     if column not in parents or parents[column].isna().all():
         raise RegistryError(f"no finished deep-EBM pipeline run has the metric {metric!r}")
     ranked = parents[parents[column].notna()].sort_values(column, ascending=ascending, kind="stable")

@@ -1,16 +1,7 @@
-"""CPU/GPU runtime settings, applied once at the edge before TensorFlow runs anything.
-
-On a CPU the whole-chain op (:func:`ebm.kernels.langevin_chain`) spreads the chains over TF's
-intra-op threads, one per core. Without it the chain is a long sequence of small TF ops that
-one op cannot spread over all cores; running the batch as independent sub-chains, one per core,
-with one thread per op, keeps every core busy. On a GPU none of this applies.
-"""
+"""TensorFlow runtime settings shared by the families, applied once at the edge before TensorFlow
+runs its first op (each family decides the numbers: :meth:`ebm.families.Family.configure`)."""
 
 from __future__ import annotations
-
-import os
-
-from ebm.config import TrainConfig
 
 
 def on_gpu() -> bool:
@@ -19,27 +10,11 @@ def on_gpu() -> bool:
     return bool(tf.config.list_physical_devices("GPU"))
 
 
-def configure_threads(train: TrainConfig) -> dict:
-    """Set TF's thread pools from ``train.intra_op_threads``/``inter_op_threads`` (0 = automatic:
-    on a CPU with the whole-chain op, one intra-op thread per core; on a CPU running sub-chains,
-    one intra-op thread and one inter-op thread per sub-chain). Returns the settings used and
-    whether the whole-chain op runs (``native_chain`` 1) or the TF-graph chain (0).
-    Must run before TensorFlow executes its first op."""
+def set_threads(intra: int = 0, inter: int = 0) -> dict:
+    """Set TF's intra-op and inter-op thread pools (0 = leave TF's default); returns the sizes in
+    force. A process whose TF has already run keeps what it has."""
     import tensorflow as tf
 
-    from ebm.kernels import native_chain_enabled
-    from ebm.sampler import split_count
-
-    cores = os.cpu_count() or 1
-    gpu = on_gpu()
-    native = not gpu and native_chain_enabled()
-    splits = split_count(train.batch_size, train.sampler_splits, gpu)
-    intra, inter = train.intra_op_threads, train.inter_op_threads
-    if native:
-        intra = intra or cores
-    elif not gpu and splits > 1:
-        intra = intra or max(1, cores // splits)
-        inter = inter or splits
     try:
         if intra:
             tf.config.threading.set_intra_op_parallelism_threads(intra)
@@ -48,5 +23,4 @@ def configure_threads(train: TrainConfig) -> dict:
     except RuntimeError:  # TF already initialised (e.g. in a test process): keep what is set
         pass
     return {"intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
-            "inter_op": tf.config.threading.get_inter_op_parallelism_threads(),
-            "native_chain": int(native), "sampler_splits": 1 if native else splits}
+            "inter_op": tf.config.threading.get_inter_op_parallelism_threads()}

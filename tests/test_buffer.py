@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from ebm.buffer import ReplayBuffer
+from ebm.families.deep.buffer import ReplayBuffer
 
 
 def test_starts_with_one_batch_and_grows_to_capacity_then_drops_oldest():

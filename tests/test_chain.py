@@ -6,10 +6,10 @@ import pytest
 import tensorflow as tf
 from scipy import stats
 
-from ebm import kernels
+from ebm.families.deep import native as kernels
 from ebm.config import ModelConfig
-from ebm.network import build_energy_network, chain_energy, energy_fn
-from ebm.sampler import LangevinSampler, energy_and_grad
+from ebm.families.deep.network import build_energy_network, chain_energy, energy_fn
+from ebm.families.deep.sampler import LangevinSampler, energy_and_grad
 
 pytestmark = pytest.mark.skipif(not kernels.native_chain_enabled(), reason="whole-chain op not built here")
 

@@ -124,7 +124,7 @@ def test_training_batches_come_in_order_from_a_pipeline_without_autotuning():
     # deletion (ebm.data.fixed_pipeline); the batches must be the rows asked for, in order
     import tensorflow as tf
 
-    from ebm import distribute
+    from ebm.families.deep import distribute
 
     images = np.arange(10 * 4, dtype=np.float32).reshape(10, 2, 2, 1)
     order = np.array([[3, 1], [0, 9], [4, 4]])

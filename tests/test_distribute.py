@@ -19,10 +19,10 @@ STEP = textwrap.dedent("""
     import sys
     import numpy as np
     import tensorflow as tf
-    from ebm import distribute
+    from ebm.families.deep import distribute
     distribute.split_cpu(2)
     from ebm.config import parse_params
-    from ebm.pipeline.train import build_model
+    from ebm.families.deep.train import build_model
     import yaml
 
     raw = yaml.safe_load(open(sys.argv[1]))
@@ -53,7 +53,7 @@ STEP = textwrap.dedent("""
     xs = next(iter(distribute.distributed_batches(strategy, x, order)))
     out["replica_images"] = np.stack([v.numpy() for v in strategy.experimental_local_results(xs)])
     # a saved training state holds each replica's own buffer, and gives each back its own
-    from ebm import resume
+    from ebm.families.deep import resume
     replica_id = lambda: tf.cast(tf.distribute.get_replica_context().replica_id_in_sync_group, tf.float32)
     strategy.run(lambda: model.buffer.examples.assign(tf.fill(model.buffer.examples.shape, replica_id())))
     state = resume.capture(model, 1, [])

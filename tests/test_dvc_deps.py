@@ -12,16 +12,23 @@ from tests.conftest import ROOT, project_repo, sh, tiny_params_dict
 STAGE_MODULES = {"prepare": "ebm.pipeline.prepare", "train": "ebm.pipeline.train",
                  "classifier": "ebm.pipeline.classify", "generate": "ebm.pipeline.generate",
                  "evaluate": "ebm.pipeline.evaluate"}
-NATIVE_SOURCES = ["ebm/kernels.cc", "ebm/chain.cc", "ebm/random.h", "ebm/vectors.h"]  # built by ebm/kernels.py
+NAMES_ONLY = {"ebm.config"}  # reads the registry's names, never asks it for a family
+NATIVE = "ebm/families/deep/native/__init__.py"  # builds the sources beside it
+NATIVE_SOURCES = [f"ebm/families/deep/native/{name}" for name in ("kernels.cc", "chain.cc", "random.h", "vectors.h")]
 
 
 def module_file(name: str) -> Path | None:
-    """The project file of module ``name``; None for packages (their ``__init__`` only
-    re-exports) and for modules outside the project."""
+    """The project file of module ``name``; None for modules outside the project and for
+    packages whose ``__init__`` only re-exports (``ebm.pipeline``) or says what the folder
+    holds; a package's ``__init__`` with code of its own (the family registry, the native
+    kernels' build) counts."""
     if not name.startswith("ebm"):
         return None
     path = ROOT / Path(*name.split("."))
-    return path.with_suffix(".py") if path.with_suffix(".py").is_file() else None
+    if path.with_suffix(".py").is_file():
+        return path.with_suffix(".py")
+    init = path / "__init__.py"
+    return init if init.is_file() and name in ("ebm.families", "ebm.families.deep.native") else None
 
 
 def imported_modules(path: Path) -> set[str]:
@@ -45,8 +52,12 @@ def closure(start: str) -> set[str]:
             continue
         seen.add(name)
         todo += imported_modules(module_file(name))
+        if "ebm.families" in imported_modules(module_file(name)) and name not in NAMES_ONLY:
+            from ebm.families import REGISTRY  # the registry imports every family by name
+
+            todo += list(REGISTRY.values())
     files = {str(module_file(name).relative_to(ROOT)) for name in seen}
-    return files | (set(NATIVE_SOURCES) if "ebm/kernels.py" in files else set())
+    return files | (set(NATIVE_SOURCES) if NATIVE in files else set())
 
 
 def declared(stage: dict) -> list[str]:
@@ -67,8 +78,8 @@ def test_every_project_file_a_stage_runs_is_one_of_its_deps(stage):
 
 def test_the_import_scan_follows_function_level_imports():
     files = closure("ebm.pipeline.train")
-    assert {"ebm/pipeline/train.py", "ebm/callbacks.py", "ebm/resume.py", "ebm/pipeline/boltzmann.py",
-            "ebm/rbm/model.py", "ebm/chain.cc"} <= files
+    assert {"ebm/pipeline/train.py", "ebm/callbacks.py", "ebm/families/deep/resume.py", "ebm/families/rbm/family.py",
+            "ebm/families/rbm/model.py", "ebm/families/deep/native/chain.cc"} <= files
     assert "ebm/pipeline/evaluate.py" not in files
 
 

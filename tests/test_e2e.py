@@ -78,10 +78,10 @@ def test_queued_sweep_with_two_workers_loses_no_run(queued):
     assert status.count("Success") == 4, failed_task_logs(repo, env, status)
     runs = all_runs(repo)
     parents = runs[(runs["tags.ebm.role"] == "pipeline") & runs["params.sampler.step_size"].isin(["2.0", "7.0"])
-                   & (runs["params.model.family"] == "ebm")]
+                   & (runs["params.model.family"] == "deep")]
     assert len(parents) == 2 and parents["metrics.test_cdiv"].notna().all()
     assert parents["tags.dvc.exp_name"].nunique() == 2
-    train_run = runs[(runs["tags.ebm.stage"] == "train") & (runs["tags.ebm.family"] == "ebm")]
+    train_run = runs[(runs["tags.ebm.stage"] == "train") & (runs["tags.ebm.family"] == "deep")]
     assert len(train_run) == 1  # the sampler sweep reran only generate and evaluate ...
     for _, parent in parents.iterrows():
         children = runs[runs["tags.mlflow.parentRunId"] == parent["run_id"]]
@@ -124,7 +124,7 @@ def test_rbm_and_dbn_run_from_params_alone_and_compare_with_the_deep_ebm(queued)
                          cwd=repo, env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     table = pd.read_csv(io.StringIO(out.stdout))
-    assert {"rbm", "dbn"} <= set(table["experiment"]) and {"ebm", "rbm", "dbn"} <= set(table["model.family"])
+    assert {"rbm", "dbn"} <= set(table["experiment"]) and {"deep", "rbm", "dbn"} <= set(table["model.family"])
     assert table.loc[table["experiment"].isin(["rbm", "dbn"]), "test_loglik"].notna().all()
 
 
@@ -136,7 +136,7 @@ def test_ebm_register_registers_the_best_pipeline_of_the_sweeps(queued):
     ebm = str(Path(sys.executable).parent / "ebm")
     first = sh(ebm, "register", "--all", cwd=repo, env=env)
     runs = all_runs(repo)
-    parents = runs[(runs["tags.ebm.role"] == "pipeline") & (runs["tags.ebm.family"] == "ebm")
+    parents = runs[(runs["tags.ebm.role"] == "pipeline") & (runs["tags.ebm.family"] == "deep")
                    & runs["metrics.fid"].notna()]
     assert len(parents) >= 3  # the baseline and the two queued step sizes
     best = parents.sort_values("metrics.fid").iloc[0]
@@ -145,7 +145,7 @@ def test_ebm_register_registers_the_best_pipeline_of_the_sweeps(queued):
     assert str(version.version) == "1" and version.tags["ebm.pipeline_run"] == best["run_id"]
     assert f"pipeline run {best['run_id']}" in first and "version 1" in first
     trained = runs[runs["run_id"] == version.tags["ebm.train_run"]].iloc[0]
-    assert trained["tags.ebm.stage"] == "train" and trained["tags.ebm.family"] == "ebm"
+    assert trained["tags.ebm.stage"] == "train" and trained["tags.ebm.family"] == "deep"
     out = sh(ebm, "sample", "--model-uri", "models:/ebm-energy@best", "--n", "4", "--steps", "3",
              "--out", str(repo / "best.png"), cwd=repo, env=env)
     assert "4 samples" in out and (repo / "best.png").stat().st_size > 100

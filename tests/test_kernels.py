@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 from scipy import stats
 
-from ebm import kernels
+from ebm.families.deep import native as kernels
 
 # the fused kernels are absent with EBM_NATIVE_KERNELS=0, on a GPU, or without a compiler
 needs_library = pytest.mark.skipif(kernels.library() is None, reason="fused kernels not built here (EBM_NATIVE_KERNELS=0, "

@@ -2,7 +2,7 @@ import numpy as np
 import tensorflow as tf
 
 from ebm.evaluation import class_energy_spread
-from ebm.losses import contrastive_divergence, energy_regulariser
+from ebm.families.deep.losses import contrastive_divergence, energy_regulariser
 
 
 def test_cdiv_sign_pushes_real_down_and_fake_up():

@@ -4,9 +4,10 @@ import pytest
 import tensorflow as tf
 
 from ebm.config import ModelConfig
-from ebm.network import (ModelFileError, build_energy_network, chain_energy, energy_fn, load_energy_network,
-                         with_space_to_depth)
-from ebm.sampler import LangevinSampler, energy_and_grad
+from ebm.errors import ModelFileError
+from ebm.families import load_model
+from ebm.families.deep.network import build_energy_network, chain_energy, energy_fn, with_space_to_depth
+from ebm.families.deep.sampler import LangevinSampler, energy_and_grad
 
 
 @pytest.mark.parametrize("kernel", [2, 3, 4, 5, 6, 7])
@@ -76,7 +77,8 @@ def test_energy_network_shape_and_checkpoint_roundtrip(tmp_path):
     assert net(x).shape == (3, 1)
     path = tmp_path / "e.keras"
     net.save(path)
-    loaded = load_energy_network(path)
+    family, loaded = load_model(path)
+    assert family.name == "deep"
     np.testing.assert_allclose(loaded(x).numpy(), net(x).numpy(), atol=1e-6)
     assert loaded.get_layer("conv0").space_to_depth is True
     plain = with_space_to_depth(loaded, False)
@@ -85,13 +87,13 @@ def test_energy_network_shape_and_checkpoint_roundtrip(tmp_path):
 
 def test_bad_model_files(tmp_path):
     with pytest.raises(ModelFileError, match="not found"):
-        load_energy_network(tmp_path / "missing.keras")
+        load_model(tmp_path / "missing.keras")
     bad = tmp_path / "bad.keras"
     bad.write_bytes(b"garbage")
     with pytest.raises(ModelFileError, match="could not be loaded"):
-        load_energy_network(bad)
+        load_model(bad)
     other = tmp_path / "other.keras"  # another architecture: a classifier-like network, 10 outputs
     inputs = keras.Input((32, 32, 1))
     keras.Model(inputs, keras.layers.Dense(10)(keras.layers.Flatten()(inputs))).save(other)
-    with pytest.raises(ModelFileError, match=r"other.keras is not an energy network: it maps \[\(32, 32, 1\)\] to \[\(10,\)\]"):
-        load_energy_network(other)
+    with pytest.raises(ModelFileError, match=r"other.keras is not an energy model of any family \(deep, rbm, dbn\): it maps \[\(32, 32, 1\)\] to \[\(10,\)\]"):
+        load_model(other)

@@ -7,11 +7,11 @@ import pytest
 import tensorflow as tf
 from scipy import stats
 
-from ebm.dbn.model import DBN
-from ebm.rbm.ais import ais_log_partition, base_rate_biases, exact_log_partition
-from ebm.rbm.data import binarize, intensities, to_images
-from ebm.rbm.gibbs import gibbs_chain
-from ebm.rbm.model import RBM, free_energy, pseudo_likelihood, sgd
+from ebm.families.dbn.model import DBN
+from ebm.families.rbm.ais import ais_log_partition, base_rate_biases, exact_log_partition
+from ebm.families.rbm.data import binarize, intensities, to_images
+from ebm.families.rbm.gibbs import gibbs_chain
+from ebm.families.rbm.model import RBM, free_energy, pseudo_likelihood, sgd
 
 
 def states(n: int) -> np.ndarray:
@@ -132,7 +132,7 @@ def test_dbn_bound_is_below_the_exact_log_probability_and_close_with_many_sample
 
 
 def test_models_round_trip_through_the_model_file(tmp_path):
-    from ebm.network import load_model_file
+    from ebm.families import load_model_file
 
     rbm = RBM(784, 8, batch_size=4, seed=3)
     dbn = DBN(bottom=dict(visible=784, hidden=8, batch_size=4), top=dict(visible=8, hidden=5, batch_size=4))

@@ -14,9 +14,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ebm import data as data_lib, pipeline, resume
+from ebm import data as data_lib, pipeline
+from ebm.errors import TrainingDiverged
+from ebm.families.deep import resume
 from ebm.config import parse_params
-from ebm.network import load_model_file
+from ebm.families import load_model_file
 from tests.conftest import ROOT, tiny_params_dict
 
 
@@ -147,7 +149,7 @@ def test_a_divergence_that_persists_stops_with_a_clear_error(tmp_path, mlflow_st
     pipeline.prepare(params, pipeline.PreparePaths(data=tmp_path / "d"))
     tp = pipeline.TrainPaths(data=tmp_path / "d", model=tmp_path / "m.keras", history=tmp_path / "h.csv",
                              negatives=tmp_path / "n.png")
-    with pytest.raises(pipeline.TrainingDiverged, match=message):
+    with pytest.raises(TrainingDiverged, match=message):
         pipeline.train(params, tp, verbose=0)
     runs = mlflow.search_runs(experiment_names=["ebm"], filter_string="tags.`ebm.stage` = 'train'")
     assert runs["status"].tolist() == ["FAILED"]
@@ -156,7 +158,7 @@ def test_a_divergence_that_persists_stops_with_a_clear_error(tmp_path, mlflow_st
 WRITER = textwrap.dedent("""
     import sys
     import numpy as np
-    from ebm import resume
+    from ebm.families.deep import resume
     big = np.zeros((2048, 32, 32, 1), np.float32)
     for epoch in range(1, 100000):
         big[:] = epoch

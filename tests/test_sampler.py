@@ -5,8 +5,8 @@ import tensorflow as tf
 
 from scipy import stats
 
-from ebm.kernels import gaussian
-from ebm.sampler import LangevinSampler, energy_and_grad, split_count
+from ebm.families.deep.native import gaussian
+from ebm.families.deep.sampler import LangevinSampler, energy_and_grad, split_count
 
 
 def quadratic_energy(center: float = 0.3):
@@ -82,7 +82,7 @@ def test_split_count_defaults_do_not_follow_the_core_count():
 
 
 def test_trace_reports_energy_falling_and_gradient_norms():
-    from ebm.sampler import trace_table
+    from ebm.families.deep.sampler import trace_table
 
     sampler = LangevinSampler(steps=8, step_size=0.3, noise=0.0, grad_clip=0.1, seed=0, splits=2)
     x0 = start(n=6)
@@ -115,9 +115,9 @@ def test_gaussian_noise_is_standard_normal_scaled_and_seeded():
 def test_recording_snapshots_changes_no_noise(path):
     """Display knobs (generate.snapshot_steps, gif_every) must not change the samples: the noise is
     a function of (seed, chain, absolute step), however the chain is cut into recorded segments."""
-    from ebm import kernels
+    from ebm.families.deep import native as kernels
     from ebm.config import ModelConfig
-    from ebm.network import build_energy_network, chain_energy
+    from ebm.families.deep.network import build_energy_network, chain_energy
 
     if path == "native" and not kernels.native_chain_enabled():
         pytest.skip("whole-chain op not built here")

@@ -11,6 +11,7 @@ from PIL import Image
 
 from ebm import pipeline, tracking
 from ebm.config import parse_params
+from ebm.errors import TrainingDiverged
 from tests.conftest import tiny_params_dict
 
 
@@ -170,7 +171,7 @@ def test_divergence_stops_with_a_clear_error_and_a_failed_run(tmp_path, mlflow_s
     pipeline.prepare(params, pipeline.PreparePaths(data=prepared))
     tp = pipeline.TrainPaths(data=prepared, model=tmp_path / "m.keras", history=tmp_path / "h.csv",
                              negatives=tmp_path / "n.png")
-    with pytest.raises(pipeline.TrainingDiverged, match="train.max_abs_energy"):
+    with pytest.raises(TrainingDiverged, match="train.max_abs_energy"):
         pipeline.train(params, tp, verbose=0)
     assert tp.history.is_file()  # what was measured is kept
     runs = mlflow.search_runs(experiment_names=["ebm"], filter_string="tags.`ebm.stage` = 'train'")
@@ -225,7 +226,7 @@ def test_ebm_evaluate_scores_any_logged_model(pipeline_run, monkeypatch):
 
 def test_generate_refuses_a_model_whose_chains_diverge_and_writes_nothing(tmp_path, mlflow_store):
     from ebm.errors import SamplingDiverged
-    from ebm.network import build_energy_network
+    from ebm.families.deep.network import build_energy_network
 
     params = parse_params(tiny_params_dict())
     net = build_energy_network(params.model)

@@ -88,7 +88,7 @@ def test_pipeline_and_queued_sweep_log_to_a_postgres_backed_server(postgres, tmp
         assert [m["step"] for m in history["metrics"]] == [1, 2]
         assert list(artifacts.rglob("report.html")) and list(artifacts.rglob("MLmodel"))  # the server's store
 
-        import_module("ebm.network")  # registers the custom layers the model file names
+        import_module("ebm.families.deep.network")  # registers the custom layers the model file names
 
         mlflow.set_tracking_uri(base)
         try:

@@ -19,7 +19,7 @@ import yaml
 from ebm import pipeline, tracking
 from ebm.compare import experiments_table, render
 from ebm.config import parse_params
-from ebm.network import load_energy_network
+from ebm.families import load_model
 from tests.conftest import ROOT, http_get, start_mlflow_server, tiny_params_dict
 
 
@@ -258,7 +258,7 @@ def test_a_real_mlflow_server_serves_runs_metrics_images_and_the_model(tmp_path,
     # the logged model draws digits through the runs:/ URI
     loaded = mlflow.keras.load_model(f"runs:/{train_id}/model")
     x = np.zeros((2, 32, 32, 1), "float32")
-    np.testing.assert_allclose(loaded(x).numpy(), load_energy_network(paths.model)(x).numpy(), atol=1e-5)
+    np.testing.assert_allclose(loaded(x).numpy(), load_model(paths.model)[1](x).numpy(), atol=1e-5)
 
     server, base = start_mlflow_server(mlflow_store)
     try:
@@ -335,7 +335,7 @@ def test_register_picks_the_best_finished_deep_ebm_pipeline():
     from ebm.registry import RegistryError, best_pipeline, training_run
 
     rows = [{"run_id": "a", "status": "FINISHED", "tags.ebm.role": "pipeline", "tags.ebm.family": "ebm", "metrics.fid": 80.0},
-            {"run_id": "b", "status": "FINISHED", "tags.ebm.role": "pipeline", "tags.ebm.family": "ebm", "metrics.fid": 60.0},
+            {"run_id": "b", "status": "FINISHED", "tags.ebm.role": "pipeline", "tags.ebm.family": "deep", "metrics.fid": 60.0},
             {"run_id": "c", "status": "FAILED", "tags.ebm.role": "pipeline", "tags.ebm.family": "ebm", "metrics.fid": 10.0},
             {"run_id": "d", "status": "FINISHED", "tags.ebm.role": "pipeline", "tags.ebm.family": "rbm", "metrics.fid": 5.0},
             {"run_id": "g", "status": "FINISHED", "tags.ebm.role": "stage", "tags.ebm.stage": "generate",

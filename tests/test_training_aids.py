@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from ebm.buffer import ReplayBuffer
-from ebm.model import ContrastiveDivergenceModel, ema_update
+from ebm.families.deep.buffer import ReplayBuffer
+from ebm.families.deep.model import ContrastiveDivergenceModel, ema_update
 
 
 def test_ema_update_is_the_exponential_moving_average():
@@ -27,8 +27,8 @@ def test_buffer_mask_marks_the_fresh_rows():
 
 def tiny_model(**kwargs):
     from ebm.config import ModelConfig
-    from ebm.network import build_energy_network
-    from ebm.sampler import LangevinSampler
+    from ebm.families.deep.network import build_energy_network
+    from ebm.families.deep.sampler import LangevinSampler
 
     keras.utils.set_random_seed(0)
     net = build_energy_network(ModelConfig(filters=(8, 8), kernel_sizes=(3, 3), dense_units=8))
@@ -76,7 +76,7 @@ def test_sampling_network_holds_the_moving_average():
 
 
 def test_buffer_coverage_reads_a_collapsed_buffer_as_one_class():
-    from ebm.callbacks import BufferCoverage
+    from ebm.families.deep.callbacks import BufferCoverage
 
     rng = np.random.default_rng(0)
     reference = rng.uniform(-1, 1, (20, 32, 32, 1)).astype(np.float32)
@@ -104,7 +104,7 @@ def test_buffer_coverage_reads_a_collapsed_buffer_as_one_class():
 
 def test_cosine_schedule_decays_the_learning_rate_to_its_floor_at_the_last_step():
     from ebm.config import parse_params
-    from ebm.pipeline.train import build_model
+    from ebm.families.deep.train import build_model
     from tests.conftest import tiny_params_dict
 
     raw = tiny_params_dict()
@@ -120,7 +120,7 @@ def test_cosine_schedule_decays_the_learning_rate_to_its_floor_at_the_last_step(
 
 
 def test_an_epoch_whose_gap_rises_above_the_band_is_unhealthy():
-    from ebm.callbacks import DivergenceGuard
+    from ebm.families.deep.callbacks import DivergenceGuard
 
     guard = DivergenceGuard(1e4, 5.0, max_epoch_cdiv=0.05)
     guard.set_model(tiny_model())
@@ -143,8 +143,8 @@ def test_an_epoch_whose_gap_rises_above_the_band_is_unhealthy():
 
 
 def test_each_rollback_goes_back_one_more_healthy_epoch():
-    from ebm import resume
-    from ebm.callbacks import DivergenceGuard, HistoryCSV, TrainingStateKeeper
+    from ebm.families.deep import resume
+    from ebm.families.deep.callbacks import DivergenceGuard, HistoryCSV, TrainingStateKeeper
 
     model = tiny_model()
     model.optimizer.build(model.energy_net.trainable_variables)  # as the train stage does before keeping
@@ -168,7 +168,7 @@ def test_each_rollback_goes_back_one_more_healthy_epoch():
 
 def test_weight_decay_shrinks_every_weight_by_rate_times_decay_per_step():
     from ebm.config import parse_params
-    from ebm.pipeline.train import build_model
+    from ebm.families.deep.train import build_model
     from tests.conftest import tiny_params_dict
 
     raw = tiny_params_dict()

@@ -8,56 +8,38 @@ from dataclasses import asdict
 import numpy as np
 
 from ebm import data as data_lib
+from ebm import families
 from ebm.config import Params
-from ebm.pipeline.generate import generation_sampler, load_samples
+from ebm.pipeline.generate import load_samples
 from ebm.pipeline.paths import EvaluatePaths
 
 
 def evaluate(params: Params, paths: EvaluatePaths, network=None, track: bool = True, title: str | None = None) -> dict:
     """Score the samples of ``paths.samples``; ``network`` overrides the model file."""
-    import dataclasses
-
     import pandas as pd
 
     from ebm import evaluation
-    from ebm.network import chain_energy, energy_fn, load_energy_network
-    from ebm.runtime import configure_threads
     from ebm.tracking import maybe_stage_run
 
     e = params.evaluate
-    configure_threads(params.train)
+    families.get(params.model.family).configure(params)  # before TensorFlow runs an op
     section = {**asdict(e), **{f"sampler.{k}": v for k, v in asdict(params.sampler).items()}}
     with maybe_stage_run(track, "evaluate", params, section, paths.record,
                          upstream=("prepare", "train", "classifier", "generate")) as run:
-        network = network or load_energy_network(paths.model)
-        family = getattr(network, "family", "ebm")
+        family, network = (families.family_of(network), network) if network is not None else \
+            families.load_model(paths.model)
         classifier = load_classifier(paths.classifier)
         train = data_lib.load_split(paths.data / "train.npz")
         test = data_lib.load_split(paths.data / "test.npz")
         samples = load_samples(paths.samples)
         run.datasets({**data_lib.input_datasets(params.data, paths.data, reference="train", evaluation="test"),
                       "generated": ("generated-samples", paths.samples)})
-        longrun, extra, family_section = None, {}, []
-        if family != "ebm":
-            from ebm.pipeline import boltzmann
-
-            energy, longrun = boltzmann.scoring_functions(params, network)
-            extra = boltzmann.likelihood(params, network, paths.data)
-            family_section = boltzmann.likelihood_paragraphs(params, network, extra)
-        else:
-            energy = energy_fn(network)
-        if family == "ebm" and e.longrun_factor > 1:
-            more = dataclasses.replace(params.sampler, steps=params.sampler.steps * (e.longrun_factor - 1))
-            sampler = generation_sampler(dataclasses.replace(params, sampler=more), n=min(len(samples), e.longrun_n))
-            chain, steps = chain_energy(network), params.sampler.steps
-
-            def longrun(x):  # the continued chains' states at every multiple of the generation length
-                x, states = sampler.chain(chain, x, record_at=[k * steps for k in range(1, e.longrun_factor - 1)])
-                return {**{1 + s // steps: v.numpy() for s, v in states.items()}, e.longrun_factor: x.numpy()}
+        scoring = family.scoring(params, network, paths.data)
+        energy, longrun = scoring.energy, scoring.longrun
         result = evaluation.evaluate(energy, classifier, train.x, test.x, samples, seed=e.seed, longrun=longrun,
                                      longrun_n=e.longrun_n, gates=longrun_gates(params), batch_size=e.batch_size,
                                      test_y=test.y, floor_draws=e.floor_draws)
-        metrics = {**result.metrics, **extra}
+        metrics = {**result.metrics, **scoring.metrics}
         paths.metrics.parent.mkdir(parents=True, exist_ok=True)
         paths.metrics.write_text(json.dumps(metrics, indent=2) + "\n")
         ood = pd.DataFrame({"outliers": list(result.ood_auroc), "auroc": list(result.ood_auroc.values()),
@@ -65,11 +47,10 @@ def evaluate(params: Params, paths: EvaluatePaths, network=None, track: bool = T
         paths.ood.parent.mkdir(parents=True, exist_ok=True)
         ood.to_csv(paths.ood, index=False)
         gate = (e.longrun_max_fid_ratio * metrics["longrun_fid_floor"]) if "longrun_fid_floor" in metrics else None
-        figures = draw_figures(result, samples, pd.read_csv(paths.history), paths, longrun_unit(params),
-                               unit_name(params, sampler=True), gate)
-        title = title or ("EBM experiment report" if family == "ebm" else f"{family.upper()} experiment report")
-        write_report(params, paths, metrics, ood, figures, title, run, family, family_section, result.longrun_curve,
-                     result.class_energies)
+        figures = draw_figures(result, samples, pd.read_csv(paths.history), paths, family.unit(params),
+                               family.unit_name(sampler=True), gate)
+        write_report(params, paths, metrics, ood, figures, title or family.title, run, family, scoring.paragraphs,
+                     result.longrun_curve, result.class_energies)
         run.metrics(metrics, on_parent=True)
         if result.longrun_curve is not None:
             curve = result.longrun_curve
@@ -78,7 +59,7 @@ def evaluate(params: Params, paths: EvaluatePaths, network=None, track: bool = T
             for row in curve.itertuples(index=False):  # MLflow x axis: the chains' length in sampler steps
                 run.metrics({f"longrun_curve_{k}": getattr(row, k) for k in ("fid", "energy", "confident_share",
                                                                              "coverage")},
-                            step=int(row.multiple * longrun_unit(params)))
+                            step=int(row.multiple * family.unit(params)))
         for path in (paths.metrics, paths.ood, paths.report, *figures.values()):
             run.artifact(path)
     print("evaluate: " + ", ".join(f"{k}={metrics[k]:.4g}" for k in
@@ -87,9 +68,7 @@ def evaluate(params: Params, paths: EvaluatePaths, network=None, track: bool = T
 
 
 def load_classifier(path):
-    from ebm.network import load_model_file
-
-    return load_model_file(path, "run the classifier stage (dvc repro classifier)")
+    return families.load_model_file(path, "run the classifier stage (dvc repro classifier)")
 
 
 def draw_figures(result, samples, history, paths: EvaluatePaths, unit: int = 1, unit_name: str = "steps",
@@ -122,19 +101,18 @@ def draw_figures(result, samples, history, paths: EvaluatePaths, unit: int = 1, 
 
 
 def write_report(params: Params, paths: EvaluatePaths, metrics: dict, ood, figures: dict, title: str, run,
-                 family: str = "ebm", family_section: list[str] = (), curve=None, class_energies=None) -> None:
+                 family, family_section: list[str] = (), curve=None, class_energies=None) -> None:
     from ebm import report
 
     gen = paths.generate_reports
     clf = json.loads(paths.classifier_metrics.read_text()) if paths.classifier_metrics.is_file() else {}
     rows = [(k, v) for k, v in metrics.items()] + [(f"classifier_{k}", v) for k, v in clf.items()]
     img = lambda p: report.embed(p) if p.is_file() else f"<p class='meta'>(not available: {p.name})</p>"  # noqa: E731
-    longrun = longrun_paragraphs(params, metrics, curve, class_energies)
+    longrun = longrun_paragraphs(params, family, metrics, curve, class_energies)
     sections = {
         "Metrics": [report.table(rows, ("metric", "value"))],
-        "Samples": [img(gen / "samples.png"), "<p>" + ("Newest replay-buffer negatives" if family == "ebm" else
-                                                       "The PCD fantasy particles (visible probabilities)")
-                    + " at the end of training:</p>", img(paths.negatives)],
+        "Samples": [img(gen / "samples.png"), f"<p>{family.negatives_caption} at the end of training:</p>",
+                    img(paths.negatives)],
         "What the classifier reads": [
             f"<p>The judge's confident share (p >= 0.9) is {metrics['confident_share']:.3f}. The 64 samples it is "
             "least sure of (left) and most sure of (right), then the samples grouped by the class it reads, "
@@ -143,11 +121,10 @@ def write_report(params: Params, paths: EvaluatePaths, metrics: dict, ood, figur
                         if k.startswith("confident_")) + ".</p>",
             "<div style='display:flex;gap:1em'>" + img(figures["least_confident"]) + img(figures["most_confident"])
             + "</div>", img(figures["by_class"])],
-        **({} if family == "ebm" else {f"{family.upper()}: likelihood": family_section}),
-        "First-layer filters": ["<p>" + ("The energy network's first convolution kernels" if family == "ebm" else
-                                         "Weights of the first 64 hidden units of the first RBM")
-                                + ", each scaled to its own range (grey = 0):</p>", img(paths.filters)],
-        "Langevin chains" if family == "ebm" else "Gibbs chains": [img(gen / "chains.png"), img(gen / "chains.gif")],
+        **({family.section: family_section} if family.section else {}),
+        "First-layer filters": [f"<p>{family.filters_caption}, each scaled to its own range (grey = 0):</p>",
+                                img(paths.filters)],
+        family.chains_heading: [img(gen / "chains.png"), img(gen / "chains.gif")],
         "Training": [img(figures["loss_curves"]), *training_events(paths.history)],
         "Energies": [img(figures["energies"])],
         "Out-of-distribution detection": [report.table(ood.itertuples(index=False), ood.columns), img(figures["ood"])],
@@ -155,9 +132,8 @@ def write_report(params: Params, paths: EvaluatePaths, metrics: dict, ood, figur
         "Coverage and memorisation": [img(figures["classes"]), img(figures["memorisation"])],
         "Long-run check": longrun + [img(figures[k]) for k in ("longrun_curve", "longrun") if k in figures],
     }
-    sampler = f"{params.sampler.steps} Langevin steps x {params.sampler.step_size}" if family == "ebm" else \
-        f"{params.generate.gibbs_steps} block Gibbs sweeps"
-    meta = {"family": family, "params hash": params.digest(), "run": run.run_id or "not tracked", "sampler": sampler}
+    sampler = family.sampler_line(params)
+    meta = {"family": family.name, "params hash": params.digest(), "run": run.run_id or "not tracked", "sampler": sampler}
     report.write(paths.report, title, meta, sections)
 
 
@@ -175,19 +151,6 @@ def training_events(history_path) -> list[str]:
     return ["<p>Training events (train.on_divergence):</p>", report.table(events.itertuples(index=False), events.columns)]
 
 
-def longrun_unit(params: Params) -> int:
-    """The generation length (Langevin steps, or Gibbs sweeps for rbm / dbn): the unit of the
-    long-run curve's multiples."""
-    return params.sampler.steps if params.model.family == "ebm" else params.generate.gibbs_steps
-
-
-def unit_name(params: Params, sampler: bool = False) -> str:
-    """What :func:`longrun_unit` counts: steps (``sampler``: Langevin steps) for the deep EBM,
-    sweeps (Gibbs sweeps) for rbm / dbn."""
-    ebm = params.model.family == "ebm"
-    return (("Langevin " if ebm else "Gibbs ") if sampler else "") + ("steps" if ebm else "sweeps")
-
-
 def longrun_gates(params: Params):
     from ebm.evaluation import LongrunGates
 
@@ -195,7 +158,7 @@ def longrun_gates(params: Params):
     return LongrunGates(e.longrun_max_fid_ratio, e.longrun_min_coverage, e.longrun_max_confident_drop)
 
 
-def longrun_paragraphs(params: Params, metrics: dict, curve=None, class_energies=None) -> list[str]:
+def longrun_paragraphs(params: Params, family, metrics: dict, curve=None, class_energies=None) -> list[str]:
     """The long-run check in words: what ran, each gate and whether it held, and when it failed
     what the energies, the classes' shares along the way (``curve``, see
     :func:`ebm.evaluation.longrun_row`), the real digits' mean energy by class
@@ -212,7 +175,7 @@ def longrun_paragraphs(params: Params, metrics: dict, curve=None, class_energies
         (f"confident share {metrics['longrun_confident_share']:.3f} no more than {e.longrun_max_confident_drop:g} below "
          f"its start {metrics['longrun_confident_share_before']:.3f}", held["confident"]),
     ]
-    steps = f"{longrun_unit(params)} {unit_name(params)}"
+    steps = f"{family.unit(params)} {family.unit_name()}"
     out = [f"<p>{int(metrics['longrun_n'])} chains continued to {e.longrun_factor} x {steps}. "
            f"Before -> after: FID {metrics['longrun_fid_before']:.3g} -> {metrics['longrun_fid']:.3g}, KID "
            f"{metrics['longrun_kid_before']:.3g} -> {metrics['longrun_kid']:.3g}, coverage "
@@ -237,8 +200,8 @@ def longrun_paragraphs(params: Params, metrics: dict, curve=None, class_energies
             worst = curve.loc[curve["fid"].idxmax()]
             path = lambda col, fmt: " -> ".join(format(v, fmt) for v in curve[col])  # noqa: E731
             kept = worst["confident_share"] >= curve["confident_share"].iloc[0] - 0.05
-            out.append(f"<p>Along the way (the curve below, one point per {longrun_unit(params)} "
-                       f"{unit_name(params)}): FID {path('fid', '.3g')}, "
+            out.append(f"<p>Along the way (the curve below, one point per {family.unit(params)} "
+                       f"{family.unit_name()}): FID {path('fid', '.3g')}, "
                        f"recall {path('recall', '.2f')}, precision {path('precision', '.2f')}, confident share "
                        f"{path('confident_share', '.2f')}. The classes that gain the most: {share(grew)}; that "
                        f"lose the most: {share(fell)}. "

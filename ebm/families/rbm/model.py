@@ -134,7 +134,7 @@ class RBM(keras.Model):
         """``n`` chains of ``steps`` Gibbs sweeps from :meth:`random_starts`. Returns the final ``p(v | h)``
         (n, D), ``{step: p}`` of the first ``record_first`` chains and ``{step: free energies of
         all n states}`` at the ``record_at`` steps."""
-        from ebm.rbm.gibbs import gibbs_chain
+        from ebm.families.rbm.gibbs import gibbs_chain
 
         v0 = self.random_starts(n, seed)
         _, p, snapshots, energies = gibbs_chain(self.w, self.b, self.c, v0, steps, record_at, seed, record_first,
@@ -143,7 +143,7 @@ class RBM(keras.Model):
 
     def continue_chains(self, p, sweeps: int, seed: int = 0):
         """Chains continued ``sweeps`` more sweeps from states drawn from the probabilities ``p``."""
-        from ebm.rbm.gibbs import gibbs_chain
+        from ebm.families.rbm.gibbs import gibbs_chain
 
         v0 = (np.random.default_rng(seed).uniform(size=np.shape(p)) < p).astype(np.float32)
         return gibbs_chain(self.w, self.b, self.c, v0, sweeps, (), seed)[1]

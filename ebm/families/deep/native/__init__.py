@@ -3,10 +3,10 @@
 TensorFlow runs a Langevin step as some forty ops, each a pass over memory with its own
 overhead, and on a CPU that costs about as much as the convolutions. Two levels of help:
 
-- ``chain.cc``: the whole chain of :func:`ebm.network.build_energy_network`'s network in one op
+- ``chain.cc``: the whole chain of :func:`ebm.families.deep.network.build_energy_network`'s network in one op
   (:func:`langevin_chain`): every image runs all its steps (noise, forward, input-gradient,
   move) with its activations in cache, the convolutions as register-blocked implicit GEMMs, and
-  the images spread over TF's intra-op threads. Used by :func:`ebm.network.chain_energy` when
+  the images spread over TF's intra-op threads. Used by :func:`ebm.families.deep.network.chain_energy` when
   the network has that shape, on x86 CPUs with AVX-512 or AVX2 (see :func:`native_chain_enabled`).
 - ``kernels.cc``: swish with its derivative, the clipped Langevin move, and Gaussian noise
   (Philox and Box-Muller, ``random.h``) added and clipped, one pass each, for the TF-graph chain.
@@ -105,7 +105,7 @@ def langevin_chain(x: tf.Tensor, seed: tf.Tensor, steps, conv_kernels, conv_bias
     flatten, a swish dense layer, a linear dense layer to E(x). Each step adds N(0, noise^2)
     (Philox keyed by ``seed[:2]``, counter by pixel pair, image and absolute step, the first being
     ``seed[2]`` when given, else 0) and clips to [-1, 1], then
-    moves ``-step_size * clip(dE/dx, +-grad_clip)`` and clips again, as :class:`ebm.sampler.LangevinSampler`.
+    moves ``-step_size * clip(dE/dx, +-grad_clip)`` and clips again, as :class:`ebm.families.deep.sampler.LangevinSampler`.
     Returns the final states and per-step sums over the batch, (steps, 4): E, E^2, |grad|, |grad|^2."""
     ops = _ops(True)
     return ops.ebm_langevin_chain(x, tf.cast(seed, tf.int32), tf.cast(steps, tf.int32), list(conv_kernels),

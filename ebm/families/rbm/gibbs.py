@@ -6,7 +6,7 @@ from typing import Sequence
 
 import tensorflow as tf
 
-from ebm.rbm.model import gibbs_sweep
+from ebm.families.rbm.model import gibbs_sweep
 
 
 def gibbs_chain(w, b, c, v0, steps: int, record_at: Sequence[int] = (), seed: int = 0,

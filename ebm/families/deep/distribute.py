@@ -9,7 +9,7 @@
 
 Each replica takes ``train.batch_size / replicas`` real digits per step, runs its own Langevin
 chains from its own replay buffer of ``train.buffer_size / replicas`` examples (with its own
-random streams), and the gradients are the batch mean's (:class:`ebm.model.ContrastiveDivergenceModel`).
+random streams), and the gradients are the batch mean's (:class:`ebm.families.deep.model.ContrastiveDivergenceModel`).
 """
 
 from __future__ import annotations

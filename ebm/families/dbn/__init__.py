@@ -1,6 +1,2 @@
 """The deep belief network family: RBMs stacked greedily (Hinton et al. 2006), sampled by Gibbs
 in the top RBM and a down-pass, scored by a variational lower bound on log p(v)."""
-
-from ebm.dbn.model import DBN
-
-__all__ = ["DBN"]

@@ -9,11 +9,11 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from ebm.buffer import ReplayBuffer
-from ebm.kernels import add_noise
-from ebm.losses import contrastive_divergence, energy_regulariser
-from ebm.network import chain_energy, energy_fn
-from ebm.sampler import LangevinSampler
+from ebm.families.deep.buffer import ReplayBuffer
+from ebm.families.deep.native import add_noise
+from ebm.families.deep.losses import contrastive_divergence, energy_regulariser
+from ebm.families.deep.network import chain_energy, energy_fn
+from ebm.families.deep.sampler import LangevinSampler
 
 
 class ContrastiveDivergenceModel(keras.Model):

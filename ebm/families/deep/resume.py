@@ -73,7 +73,7 @@ def epoch_order(n: int, batch_size: int, seed: int, epochs: range) -> np.ndarray
 
 
 def generators(model) -> dict:
-    """The random generators of a :class:`ebm.model.ContrastiveDivergenceModel` by name."""
+    """The random generators of a :class:`ebm.families.deep.model.ContrastiveDivergenceModel` by name."""
     return {"model": model.rng, "validation": model.val_rng, "sampler": model.sampler.rng,
             "buffer": model.buffer.rng}
 

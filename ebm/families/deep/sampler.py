@@ -2,7 +2,7 @@
 
 One step, from the reference: add N(0, noise) to every pixel, clip to [-1, 1], take the
 gradient of the energy with respect to the input, clip it to +-grad_clip, step *downhill* by
-``step_size`` (the network outputs E(x); see :mod:`ebm.network`), clip to [-1, 1] again.
+``step_size`` (the network outputs E(x); see :mod:`ebm.families.deep.network`), clip to [-1, 1] again.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Callable, NamedTuple, Sequence
 import numpy as np
 import tensorflow as tf
 
-from ebm.kernels import add_noise, langevin_move
+from ebm.families.deep.native import add_noise, langevin_move
 
 EnergyFn = Callable[[tf.Tensor], tf.Tensor]  # (B, H, W, C) -> (B,)
 
@@ -26,11 +26,11 @@ class ChainEnergy(NamedTuple):
 
     The Langevin update is elementwise and its noise i.i.d., so running the chain on any fixed
     rearrangement of the pixels (such as the 2x2 blocks a network's first layer reads directly,
-    see :func:`ebm.network.chain_energy`) is the same chain. A plain ``EnergyFn`` is run as is.
+    see :func:`ebm.families.deep.network.chain_energy`) is the same chain. A plain ``EnergyFn`` is run as is.
 
     ``native``, when set, runs a whole chain at once on images:
     ``native(x, seed, steps, step_size, noise, grad_clip) -> (final x, per-step sums (steps, 4))``
-    with the same update and trace as the step-by-step loop (:func:`ebm.kernels.langevin_chain`).
+    with the same update and trace as the step-by-step loop (:func:`ebm.families.deep.native.langevin_chain`).
     """
 
     energy: EnergyFn

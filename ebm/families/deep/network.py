@@ -9,16 +9,12 @@ model with the sign flipped.)
 
 from __future__ import annotations
 
-import zipfile
-from pathlib import Path
-
 import keras
 import tensorflow as tf
 
-from ebm import kernels
+from ebm.families.deep import native as kernels
 from ebm.config import ModelConfig
-from ebm.sampler import ChainEnergy
-from ebm.errors import ModelFileError
+from ebm.families.deep.sampler import ChainEnergy
 
 IMAGE_SHAPE = (32, 32, 1)
 
@@ -117,7 +113,7 @@ def energy_fn(network: keras.Model):
 def swish(h):
     """``h * sigmoid(h)`` that keeps its derivative from the forward pass, so the backward pass
     is one multiply instead of recomputing the sigmoid (first-order gradients only). Both come
-    from one fused pass on a CPU (:mod:`ebm.kernels`)."""
+    from one fused pass on a CPU (:mod:`ebm.families.deep.native`)."""
     a, derivative = kernels.swish_and_derivative(h)
     return a, lambda upstream: upstream * derivative
 
@@ -126,7 +122,7 @@ def chain_energy(network: keras.Model) -> ChainEnergy:
     """E(x) of ``network`` in the form a Langevin chain runs fastest, same values and gradients.
 
     On a CPU, a network of :func:`build_energy_network`'s shape gets the whole-chain op
-    (``native``, see :func:`ebm.kernels.langevin_chain`). The step-by-step form, used otherwise
+    (``native``, see :func:`ebm.families.deep.native.langevin_chain`). The step-by-step form, used otherwise
     and for the CD update, keeps the chain's state in 2x2-block layout when the first layer can
     read it directly (:meth:`StridedConv2D.call_on_blocks`), and swish layers use :func:`swish`.
     Layers it does not know are called as they are. For a layer-after-layer network like
@@ -149,7 +145,7 @@ def chain_energy(network: keras.Model) -> ChainEnergy:
 
 
 def _native_chain(network: keras.Model, layers):
-    """The whole-chain CPU op (:func:`ebm.kernels.langevin_chain`) for a network of
+    """The whole-chain CPU op (:func:`ebm.families.deep.native.langevin_chain`) for a network of
     :func:`build_energy_network`'s shape (one-channel images; stride-2 "same" swish convolutions
     with bias; flatten; swish dense; linear dense to one unit), else None."""
     *convs, flatten, dense, out = layers if len(layers) >= 4 else (None,) * 4
@@ -206,35 +202,3 @@ def with_space_to_depth(network: keras.Model, enabled: bool) -> keras.Model:
     clone = keras.Model.from_config(config)
     clone.set_weights(network.get_weights())
     return clone
-
-
-def load_model_file(path: str | Path, missing_hint: str = "run the train stage (dvc repro train)") -> keras.Model:
-    """Load a ``.keras`` file written by a stage, with a clear error if it is missing or bad."""
-    path = Path(path)
-    if not path.is_file():
-        raise ModelFileError(f"model file {path} not found: {missing_hint}")
-    from ebm.dbn.model import DBN  # noqa: F401  (registers the other families' classes for loading)
-    from ebm.rbm.model import RBM  # noqa: F401
-
-    try:
-        return keras.saving.load_model(path, compile=False)
-    except (OSError, ValueError, zipfile.BadZipFile, KeyError, TypeError) as err:
-        raise ModelFileError(f"model file {path} could not be loaded ({type(err).__name__}: {err})") from err
-
-
-def load_energy_network(path: str | Path) -> keras.Model:
-    """The model file written by the train stage: a deep energy network (one image in, one
-    energy out) or an RBM / DBN; anything else is a :class:`ModelFileError` that says so."""
-    model = load_model_file(path)
-    from ebm.dbn.model import DBN
-    from ebm.rbm.model import RBM
-
-    if isinstance(model, (RBM, DBN)):
-        return model
-    inputs, outputs = getattr(model, "inputs", None) or [], getattr(model, "outputs", None) or []
-    shapes = ([tuple(t.shape[1:]) for t in inputs], [tuple(t.shape[1:]) for t in outputs])
-    if shapes != ([IMAGE_SHAPE], [(1,)]):
-        raise ModelFileError(f"model file {path} is not an energy network: it maps {shapes[0]} to {shapes[1]}, "
-                             f"an energy network maps [{IMAGE_SHAPE}] to [(1,)] (is it the classifier, or "
-                             "from another version?)")
-    return model

@@ -11,8 +11,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ebm.rbm.gibbs import gibbs_chain
-from ebm.rbm.model import RBM, log_conditional
+from ebm.families.rbm.gibbs import gibbs_chain
+from ebm.families.rbm.model import RBM, log_conditional
 
 
 @keras.saving.register_keras_serializable(package="ebm")
