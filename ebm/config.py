@@ -106,7 +106,8 @@ class TrainConfig:
     fresh_fraction: float = 0.05
     persistent_chains: int = 512  # PCD chains kept beside the ring buffer from persistent_start on (0 = none)
     persistent_share: float = 0.25  # ... the share of each batch's negatives they make
-    persistent_from: int = -35  # ... joining after this many epochs (0 = from the start; -k: k epochs before the end); before, their rows replay the ring
+    # ... joining after this many epochs (0 = from the start; -k: k epochs before the end); before, their rows replay the ring
+    persistent_from: int = -35
     seed: int = 0
     sampler: SamplerConfig = field(default_factory=lambda: SamplerConfig(steps=20))
     sampler_splits: int = 0

@@ -43,7 +43,7 @@ def test_persistent_chains_fill_the_last_rows_in_turn_and_are_written_back_in_pl
                        persistent=6, persistent_rows=2)
     buf.chains.assign(tf.reshape(tf.range(6, dtype=tf.float32), (6, 1, 1, 1)) * tf.ones((6, 2, 2, 1)))
     seen = []
-    for step in range(6):
+    for _ in range(6):
         x, fresh = buf.sample(with_mask=True)
         assert x.shape == (8, 2, 2, 1)
         assert fresh.numpy().tolist() == [True] * 6 + [False] * 2  # every ring row fresh here, no chain row

@@ -217,8 +217,10 @@ def test_real_digits_energy_by_class_names_the_classes_the_model_favours(digits,
     shares = np.array([np.mean(test.y == c) for c in range(10)])
     mean = energy(test.x).mean()
     assert np.isclose(result.metrics["energy_class_std"], np.sqrt(np.sum(shares * (by_hand - mean) ** 2)), rtol=1e-5)
-    text = " ".join(longrun_paragraphs(parse_params(tiny_params_dict()), result.metrics, result.longrun_curve,
-                                       result.class_energies))
+    from ebm import families
+
+    text = " ".join(longrun_paragraphs(parse_params(tiny_params_dict()), families.get("deep"), result.metrics,
+                                       result.longrun_curve, result.class_energies))
     assert f"lowest 1 ({by_hand[1]:+.3f})" in text
     unlabelled = evaluate(energy, model, train.x, test.x, real, test_y=np.full(len(test.x), -1)).metrics
     assert "energy_class_std" not in unlabelled

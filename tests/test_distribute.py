@@ -134,7 +134,7 @@ def test_multi_worker_trains_with_two_worker_processes(tmp_path, mlflow_store):
         workers.append((folder, subprocess.Popen([sys.executable, "-c", WORKER, str(folder)], cwd=folder, env=env,
                                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)))
     results = [(folder, *proc.communicate(timeout=600), proc.returncode) for folder, proc in workers]
-    for folder, stdout, stderr, code in results:
+    for _, stdout, stderr, code in results:
         assert code == 0, stderr[-3000:]
         assert "steps 40" in stdout  # 2 epochs of 640 digits in global batches of 32
     chief, other = results[0][0], results[1][0]

@@ -210,7 +210,8 @@ def test_ebm_evaluate_scores_any_logged_model(pipeline_run, monkeypatch):
     assert "Evaluation of runs:/" in (out / "report.html").read_text()
     assert len(pd.read_csv(out / "history.csv")) == 2  # the logged run's per-epoch metrics
     client = mlflow.MlflowClient(store)
-    assert len(client.search_runs([client.get_experiment_by_name("ebm").experiment_id])) == 6  # nothing logged by the hand evaluation
+    experiment = client.get_experiment_by_name("ebm").experiment_id
+    assert len(client.search_runs([experiment])) == 6  # nothing logged by the hand evaluation
 
     # a model file has no logged history: the same metrics and report, the loss panel says so
     from_file = CliRunner().invoke(app, ["evaluate", "--model", str(tp.model), "--params", str(params_file),

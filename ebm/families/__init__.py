@@ -60,6 +60,7 @@ class Family(Protocol):
     def unit_name(self, sampler: bool = False) -> str: ...  # "steps" / "Langevin steps", "sweeps" / ...
     def sampler_line(self, params) -> str: ...  # the report's one-line description of the sampler
     def owns(self, model) -> bool: ...  # whether a loaded model file is this family's
+    def register(self) -> None: ...  # import the Keras classes its model files hold
 
 
 def names() -> tuple[str, ...]:
@@ -94,7 +95,7 @@ def load_model_file(path: str | Path, missing_hint: str = "run the train stage (
     if not path.is_file():
         raise ModelFileError(f"model file {path} not found: {missing_hint}")
     for name in REGISTRY:
-        get(name)  # importing a family registers its Keras classes
+        get(name).register()
     try:
         return keras.saving.load_model(path, compile=False)
     except (OSError, ValueError, zipfile.BadZipFile, KeyError, TypeError) as err:

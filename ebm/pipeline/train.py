@@ -8,8 +8,6 @@ from ebm.pipeline.paths import TrainPaths
 
 
 def train(params: Params, paths: TrainPaths, verbose: int | None = None) -> dict:
-    """Train ``model.family``'s model to ``paths.model``; the snapshots folder (a DVC output)
-    exists afterwards, empty where the family keeps none."""
-    summary = families.get(params.model.family).train(params, paths, verbose)
-    (paths.snapshots or paths.model.parent / "snapshots").mkdir(parents=True, exist_ok=True)
-    return summary
+    """Train ``model.family``'s model to ``paths.model`` (and the snapshots folder, a DVC output,
+    empty where the family keeps none)."""
+    return families.get(params.model.family).train(params, paths, verbose)

@@ -46,6 +46,10 @@ class DeepFamily:
 
         return train(params, paths, verbose)
 
+    def register(self) -> None:
+        """Import the classes a model file of this family holds, for Keras to load it."""
+        from ebm.families.deep import network  # noqa: F401  (StridedConv2D)
+
     def owns(self, model) -> bool:
         """A network with one 32x32x1 image in and one energy out."""
         if getattr(model, "family", None) is not None:

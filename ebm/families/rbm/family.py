@@ -10,6 +10,7 @@ visible probabilities ``p(v = 1 | h)`` of the last sweep.
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import time
 from dataclasses import asdict
@@ -89,6 +90,10 @@ class RBMFamily:
     def owns(self, model) -> bool:
         return getattr(model, "family", None) == self.name
 
+    def register(self) -> None:
+        """Import the classes a model file of this family holds, for Keras to load it."""
+        from ebm.families.dbn import model  # noqa: F401  (the DBN holds RBMs)
+
     def configure(self, params: Params) -> dict:
         from ebm.runtime import set_threads
 
@@ -140,6 +145,9 @@ class RBMFamily:
             run.artifact(paths.model, "checkpoint")
             summary = {"train_seconds": seconds, "seconds_per_epoch": seconds / self.epochs(params), **threads}
             run.metrics(summary)
+        snapshots = paths.snapshots or paths.model.parent / "snapshots"  # a DVC output of the stage: kept empty
+        shutil.rmtree(snapshots, ignore_errors=True)
+        snapshots.mkdir(parents=True)
         print(f"train: {self.name} in {seconds:.0f} s ({seconds / self.epochs(params):.2f} s/epoch) -> {paths.model}")
         return summary
 
