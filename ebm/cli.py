@@ -171,7 +171,11 @@ def load_network_uri(uri: str):
     from ebm.errors import ModelFileError
     from ebm.tracking import Tracker
 
+    from ebm import families
+
     mlflow.set_tracking_uri(Tracker().uri)
+    for name in families.names():  # the Keras classes a logged model may hold
+        families.get(name).register()
     try:
         return mlflow.keras.load_model(uri)
     except Exception as err:  # MLflow raises many types for a bad URI
