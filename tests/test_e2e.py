@@ -148,7 +148,7 @@ def test_ebm_register_registers_the_best_pipeline_of_the_sweeps(queued):
     assert trained["tags.ebm.stage"] == "train" and trained["tags.ebm.family"] == "deep"
     out = sh(ebm, "sample", "--model-uri", "models:/ebm-energy@best", "--n", "4", "--steps", "3",
              "--out", str(repo / "best.png"), cwd=repo, env=env)
-    assert "4 samples" in out and (repo / "best.png").stat().st_size > 100
+    assert "4 deep samples" in out and (repo / "best.png").stat().st_size > 100
     again = sh(ebm, "register", "--all", cwd=repo, env=env)
     assert "already registered as ebm-energy version 1" in again
     assert len(client.search_model_versions("name = 'ebm-energy'")) == 1
