@@ -21,9 +21,8 @@ import numpy as np
 from keras import ops
 from scipy import optimize
 
-from ebm.data import IMAGE_SIZE
+from ebm.data import IMAGE_SHAPE
 
-IMAGE_SHAPE = (IMAGE_SIZE, IMAGE_SIZE, 1)
 
 FEATURES = "features"
 PROBS = "probs"

@@ -174,8 +174,7 @@ def load_network_uri(uri: str):
     from ebm import families
 
     mlflow.set_tracking_uri(Tracker().uri)
-    for name in families.names():  # the Keras classes a logged model may hold
-        families.get(name).register()
+    families.register_all()
     try:
         return mlflow.keras.load_model(uri)
     except Exception as err:  # MLflow raises many types for a bad URI

@@ -18,6 +18,7 @@ from ebm.config import DataConfig
 from ebm.errors import DataError
 
 IMAGE_SIZE = 32
+IMAGE_SHAPE = (IMAGE_SIZE, IMAGE_SIZE, 1)  # every family's images: 28x28 digits padded with -1, in [-1, 1]
 RAW_SIZE = 28
 
 

@@ -74,13 +74,24 @@ def get(name: str) -> Family:
     return importlib.import_module(REGISTRY[name]).FAMILY
 
 
+def io_shapes(model) -> tuple[list, list]:
+    """The shapes (without the batch axis) of a Keras model's inputs and outputs."""
+    inputs, outputs = getattr(model, "inputs", None) or [], getattr(model, "outputs", None) or []
+    return [tuple(t.shape[1:]) for t in inputs], [tuple(t.shape[1:]) for t in outputs]
+
+
+def register_all() -> None:
+    """Import every family's Keras classes, so that a model file (or an MLflow model) loads."""
+    for name in REGISTRY:
+        get(name).register()
+
+
 def family_of(model, path: str | Path = "the model") -> Family:
     """The family whose model ``model`` (a loaded model file) is."""
     for name in REGISTRY:
         if get(name).owns(model):
             return get(name)
-    inputs, outputs = getattr(model, "inputs", None) or [], getattr(model, "outputs", None) or []
-    shapes = ([tuple(t.shape[1:]) for t in inputs], [tuple(t.shape[1:]) for t in outputs])
+    shapes = io_shapes(model)
     raise ModelFileError(f"model file {path} is not an energy model of any family ({', '.join(REGISTRY)}): it maps "
                          f"{shapes[0]} to {shapes[1]}, an energy network maps [(32, 32, 1)] to [(1,)] (is it the "
                          "classifier, or from another version?)")
@@ -94,8 +105,7 @@ def load_model_file(path: str | Path, missing_hint: str = "run the train stage (
     path = Path(path)
     if not path.is_file():
         raise ModelFileError(f"model file {path} not found: {missing_hint}")
-    for name in REGISTRY:
-        get(name).register()
+    register_all()
     try:
         return keras.saving.load_model(path, compile=False)
     except (OSError, ValueError, zipfile.BadZipFile, KeyError, TypeError) as err:

@@ -20,6 +20,9 @@ class DBNFamily(RBMFamily):
     chains_what = "the top RBM's Gibbs chains, shown through the down-pass"
     energy_label = "free energy of the top RBM state"
 
+    def register(self) -> None:
+        from ebm.families.dbn import model  # noqa: F401  (DBN, which holds RBMs)
+
     def epochs(self, params: Params) -> int:
         return params.rbm.epochs + params.dbn.epochs
 

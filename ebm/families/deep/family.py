@@ -10,10 +10,9 @@ from pathlib import Path
 import numpy as np
 
 from ebm.config import Params
+from ebm.data import IMAGE_SHAPE
 from ebm.errors import SamplingDiverged
-from ebm.families import Scoring
-
-IMAGE_SHAPE = (32, 32, 1)
+from ebm.families import Scoring, io_shapes
 
 
 def generation_sampler(params: Params, n: int | None = None):
@@ -54,8 +53,7 @@ class DeepFamily:
         """A network with one 32x32x1 image in and one energy out."""
         if getattr(model, "family", None) is not None:
             return False
-        inputs, outputs = getattr(model, "inputs", None) or [], getattr(model, "outputs", None) or []
-        return ([tuple(t.shape[1:]) for t in inputs], [tuple(t.shape[1:]) for t in outputs]) == ([IMAGE_SHAPE], [(1,)])
+        return io_shapes(model) == ([IMAGE_SHAPE], [(1,)])
 
     def sample(self, params: Params, model, n: int, seed: int) -> np.ndarray:
         import tensorflow as tf

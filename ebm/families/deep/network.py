@@ -14,9 +14,9 @@ import tensorflow as tf
 
 from ebm.families.deep import native as kernels
 from ebm.config import ModelConfig
+from ebm.data import IMAGE_SHAPE
 from ebm.families.deep.sampler import ChainEnergy
 
-IMAGE_SHAPE = (32, 32, 1)
 
 
 @keras.saving.register_keras_serializable(package="ebm")

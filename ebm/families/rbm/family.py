@@ -92,7 +92,7 @@ class RBMFamily:
 
     def register(self) -> None:
         """Import the classes a model file of this family holds, for Keras to load it."""
-        from ebm.families.dbn import model  # noqa: F401  (the DBN holds RBMs)
+        from ebm.families.rbm import model  # noqa: F401
 
     def configure(self, params: Params) -> dict:
         from ebm.runtime import set_threads
