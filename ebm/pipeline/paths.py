@@ -23,6 +23,11 @@ class TrainPaths:
     record: Path = Path("reports/runs/train.json")
     snapshots: Path | None = None  # train.snapshot_every's models; None: a "snapshots" folder beside the model
 
+    @property
+    def snapshot_folder(self) -> Path:
+        """Where ``train.snapshot_every``'s models go (a DVC output, empty where none are kept)."""
+        return self.snapshots or self.model.parent / "snapshots"
+
 
 @dataclass(frozen=True)
 class ClassifierPaths:

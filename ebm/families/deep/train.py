@@ -116,7 +116,7 @@ def train(params: Params, paths: TrainPaths, verbose: int | None = None) -> dict
     state_path = resume.resume_dir() / f"train-{key}.npz"
     if not chief:
         state_path = paths.model.parent / state_path.name
-    snapshots = snapshot_dir(paths)
+    snapshots = paths.snapshot_folder
     staged = state_path.with_name(f"snapshots-{key}")  # beside the state, so a resumed run keeps them
     tracked = stage_run("train", params, section, paths.record, upstream=("prepare",)) if chief \
         else contextlib.nullcontext(NullRun())
@@ -185,11 +185,6 @@ def train(params: Params, paths: TrainPaths, verbose: int | None = None) -> dict
     shutil.rmtree(staged, ignore_errors=True)
     print(f"train: {steps} steps in {seconds:.0f} s ({seconds / max(steps, 1):.3f} s/step) -> {paths.model}")
     return summary
-
-
-def snapshot_dir(paths: TrainPaths) -> Path:
-    """Where ``train.snapshot_every``'s models go: ``paths.snapshots``, else beside the model."""
-    return paths.snapshots or paths.model.parent / "snapshots"
 
 
 def fresh_dir(path: Path) -> None:

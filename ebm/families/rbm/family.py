@@ -145,7 +145,7 @@ class RBMFamily:
             run.artifact(paths.model, "checkpoint")
             summary = {"train_seconds": seconds, "seconds_per_epoch": seconds / self.epochs(params), **threads}
             run.metrics(summary)
-        snapshots = paths.snapshots or paths.model.parent / "snapshots"  # a DVC output of the stage: kept empty
+        snapshots = paths.snapshot_folder  # a DVC output of the stage: kept empty
         shutil.rmtree(snapshots, ignore_errors=True)
         snapshots.mkdir(parents=True)
         print(f"train: {self.name} in {seconds:.0f} s ({seconds / self.epochs(params):.2f} s/epoch) -> {paths.model}")
