@@ -3,7 +3,6 @@ per-epoch metrics and images."""
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 import keras
@@ -35,19 +34,18 @@ class HistoryCSV(keras.callbacks.Callback):
 
 class MlflowEpochLogger(keras.callbacks.Callback):
     """Logs every epoch's metrics (step = epoch number, from 1) and, optionally, an image grid
-    drawn by ``images_fn()`` (e.g. the newest replay-buffer negatives) under ``folder/``."""
+    drawn by ``images_fn()`` (e.g. the newest replay-buffer negatives) as MLflow image ``key``
+    at the same step: the run page's image slider walks through the epochs."""
 
-    def __init__(self, run, images_fn=None, folder: str = "negatives"):
+    def __init__(self, run, images_fn=None, key: str = "negatives"):
         super().__init__()
         self.run = run
         self.images_fn = images_fn
-        self.folder = folder
+        self.key = key
 
     def on_epoch_end(self, epoch, logs=None):
         self.run.metrics(logs or {}, step=epoch + 1)
         if self.images_fn is not None:
-            from ebm.plots import save_grid
+            from ebm.plots import grid_image
 
-            with tempfile.TemporaryDirectory() as tmp:
-                name = f"{self.folder}_epoch{epoch + 1:03d}.png"
-                self.run.artifact(save_grid(self.images_fn(), Path(tmp) / name), self.folder)
+            self.run.image(grid_image(self.images_fn()), key=self.key, step=epoch + 1)

@@ -42,7 +42,8 @@ def params(path: Path = typer.Option(Path("params.yaml"), help="params file to c
 
 @app.command()
 def sample(
-    model: Path = typer.Option(Path("models/energy.keras"), help="a .keras model file written by the train stage"),
+    model: Path = typer.Option(None, help="a .keras model file written by the train stage (default: "
+                                          "models/<model.family>/energy.keras)"),
     model_uri: str = typer.Option(None, help="an MLflow model URI, e.g. runs:/<run_id>/model or "
                                              "models:/<model_id> (overrides --model)"),
     out: Path = typer.Option(Path("samples.png"), help="where to write the sample grid (PNG)"),
@@ -70,7 +71,7 @@ def sample(
         p = dataclasses.replace(p, sampler=dataclasses.replace(p.sampler, **overrides),  # snapshots: unused here
                                 generate=dataclasses.replace(p.generate, seed=seed, snapshot_steps=shown))
         families.get(p.model.family).configure(p)  # before TensorFlow runs an op
-        family, network = _load_model(model_uri, model)
+        family, network = _load_model(model_uri, model or Path("models") / p.model.family / "energy.keras")
     except (ConfigError, ModelFileError, ValueError) as err:
         _fail(str(err))
         return

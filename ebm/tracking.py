@@ -34,6 +34,7 @@ import socket
 import subprocess
 import tempfile
 import threading
+import types
 import time
 import warnings
 from pathlib import Path
@@ -173,10 +174,20 @@ class Tracker:
         """The DVC experiment name; for a plain ``dvc repro``, commit + params hash."""
         return os.environ.get("DVC_EXP_NAME") or f"repro-{self.baseline_rev()[:7] or 'nogit'}-{params.digest()}"
 
-    def tags(self, params: Params) -> dict[str, str]:
+    def tags(self, params: Params, source: str = "dvc.yaml") -> dict[str, str]:
+        """The project's tags of a run, and MLflow's standard source, version and user tags
+        (the UI's Source, Version and User columns); ``source`` is what ran (a stage's module)."""
         commit = _git(Path.cwd(), "rev-parse", "HEAD") or _git(self.root, "rev-parse", "HEAD")
         dirty = bool(_git(Path.cwd(), "status", "--porcelain", "--untracked-files=no"))
+        remote = _git(self.root, "remote", "get-url", "origin")
+        branch = _git(self.root, "rev-parse", "--abbrev-ref", "HEAD")
         return {
+            "mlflow.source.name": source,
+            "mlflow.source.type": "LOCAL",
+            "mlflow.user": _user(),
+            **({"mlflow.source.git.commit": commit} if commit else {}),
+            **({"mlflow.source.git.repoURL": remote} if remote else {}),
+            **({"mlflow.source.git.branch": branch} if branch and branch != "HEAD" else {}),
             "dvc.exp_name": os.environ.get("DVC_EXP_NAME", "workspace"),
             "dvc.baseline_rev": self.baseline_rev(),
             "git.commit": commit or "unknown",
@@ -223,13 +234,16 @@ def _raise_killed(signum, frame):
 
 @contextlib.contextmanager
 def stage_run(stage: str, params: Params, section: Mapping | None = None, record: Path | None = None,
-              upstream: tuple[str, ...] = ()) -> Iterator["StageRun"]:
+              upstream: tuple = (), tags: Mapping[str, str] | None = None) -> Iterator["StageRun"]:
     """A child run for one stage under the pipeline's parent run.
 
     Logs the stage's params ``section`` and writes the run id to ``record`` (a small JSON file
     that the stage declares as a DVC output, so a stage that DVC skips still names its run).
     Tags the run ids of the ``upstream`` stages, read from their records beside ``record``, so
-    every evaluation traces to its training run. Ends the run FINISHED, FAILED or KILLED.
+    every evaluation traces to its training run (an entry ``(name, record)`` reads the record
+    ``<record>.json`` for stage ``name``: a family's train stage writes ``train-<family>.json``).
+    ``tags`` are the stage's own (``ebm.kernels``: the code path it ran). Ends the run FINISHED,
+    FAILED or KILLED.
 
     First closes this host's runs whose process is gone (:func:`close_stale_runs`: a SIGKILLed
     stage cannot end its own run); a closed run of the same stage and pipeline is named in the
@@ -244,10 +258,11 @@ def stage_run(stage: str, params: Params, section: Mapping | None = None, record
         experiment_id = tracker.ensure_experiment(tracker.experiment_name(params))
         parent = tracker.parent_run(experiment_id, params, base_tags)
         upstream_ids = read_run_ids(record.parent, upstream) if record else {}
-        tags = {**base_tags, "ebm.stage": stage, "ebm.role": "stage", "mlflow.parentRunId": parent,
+        tags = {**base_tags, "mlflow.source.name": f"stages.{stage}", "mlflow.parentRunId": parent,
+                "ebm.stage": stage, "ebm.role": "stage",
                 "ebm.host": socket.gethostname(), "ebm.pid": str(os.getpid()),
                 **({"ebm.replaces_killed": ",".join(replaced)} if replaced else {}),
-                **{f"ebm.upstream.{name}": rid for name, rid in upstream_ids.items()}}
+                **{f"ebm.upstream.{name}": rid for name, rid in upstream_ids.items()}, **(tags or {})}
         run_id = tracker.client.create_run(experiment_id, run_name=f"{stage} {base_tags['dvc.exp_name']}",
                                            tags=tags).info.run_id
         if section:
@@ -278,13 +293,20 @@ def stage_run(stage: str, params: Params, section: Mapping | None = None, record
 
 
 def read_run_ids(folder: Path, stages) -> dict[str, str]:
-    """Run ids of ``stages`` from their records ``<folder>/<stage>.json``, where present."""
+    """Run ids of ``stages`` from their records ``<folder>/<stage>.json``, where present; an entry
+    ``(stage, name)`` reads ``<folder>/<name>.json``."""
     found = {}
-    for stage in stages:
-        path = folder / f"{stage}.json"
+    for entry in stages:
+        stage, name = entry if isinstance(entry, tuple) else (entry, entry)
+        path = folder / f"{name}.json"
         if path.is_file():
             found[stage] = json.loads(path.read_text())["run_id"]
     return found
+
+
+def train_record(family: str) -> tuple[str, str]:
+    """The upstream entry of ``family``'s train stage (each family trains in a stage of its own)."""
+    return ("train", f"train-{family}")
 
 
 class StageRun:
@@ -318,18 +340,30 @@ class StageRun:
         with self.tracker.locked():
             self.tracker.client.log_artifact(self.run_id, str(path), artifact_path=folder)
 
-    def keras_model(self, model, name: str = "model") -> None:
-        """Log an MLflow Keras model (loadable with ``mlflow.keras.load_model``)."""
+    def image(self, image, key: str, step: int) -> None:
+        """Log a PIL image as MLflow image ``key`` at ``step`` (the run page's image slider)."""
+        with self.tracker.locked():
+            self.tracker.client.log_image(self.run_id, image, key=key, step=step, synchronous=True)
+
+    def keras_model(self, model, example: np.ndarray, name: str = "model") -> None:
+        """Log an MLflow Keras model with a signature and ``example`` as its input example.
+        ``model`` must be built of Keras's own layers (the deep family's
+        :func:`~ebm.families.deep.network.portable_network`): its requirements are then keras and
+        tensorflow at the versions that trained it, and ``mlflow.keras.load_model`` loads it
+        where this package is not installed."""
         import keras
         import mlflow
+        from mlflow.models import Model, infer_signature
 
         pins = [f"{pkg}=={ver}" for pkg, ver in (("keras", keras.__version__), ("tensorflow", _tf_version()))]
+        signature = infer_signature(example, np.asarray(model(example)))
         previous = mlflow.get_tracking_uri()
         with self.tracker.locked():
             mlflow.set_tracking_uri(self.tracker.uri)  # log_model only speaks to the active run
             try:
                 with mlflow.start_run(run_id=self.run_id):
-                    mlflow.keras.log_model(model, name=name, pip_requirements=pins)
+                    Model.log(artifact_path=None, name=name, flavor=_KERAS_FLAVOR, model=model, pip_requirements=pins,
+                              signature=signature, input_example=example)
             finally:
                 mlflow.set_tracking_uri(previous)
             self.tracker.client.update_run(self.run_id, status="RUNNING")  # start_run's exit ended it
@@ -364,6 +398,29 @@ class StageRun:
             end_time = int(time.time() * 1000)
             self.tracker.client.set_terminated(self.run_id, status, end_time)
             self.tracker.client.set_terminated(self.parent_id, status, end_time)
+
+
+def _save_keras_model(path, **kwargs):
+    os.makedirs(path, exist_ok=True)
+    import mlflow.keras
+
+    return mlflow.keras.save_model(path=path, **kwargs)
+
+
+# mlflow.keras.log_model, except that the model's folder exists before its input example is written
+# (mlflow.keras.save_model writes the example first: mlflow/mlflow#16183, still open in MLflow 3.18)
+_KERAS_FLAVOR = types.SimpleNamespace(__name__="mlflow.keras", save_model=_save_keras_model)
+
+
+def _user() -> str:
+    """The login name, as MLflow records it (``unknown`` where there is none, e.g. a container
+    whose uid has no passwd entry)."""
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
 
 
 def file_md5(path: Path) -> str:
@@ -430,7 +487,10 @@ class NullRun:
     def datasets(self, inputs) -> None:
         pass
 
-    def keras_model(self, model, name="model") -> None:
+    def image(self, image, key, step) -> None:
+        pass
+
+    def keras_model(self, model, example, name="model") -> None:
         pass
 
 

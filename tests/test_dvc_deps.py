@@ -43,8 +43,9 @@ def imported_modules(path: Path) -> set[str]:
     return {name for name in found if module_file(name)}
 
 
-def closure(start: str) -> set[str]:
-    """Project files (relative to the repo) that running module ``start`` may execute."""
+def closure(start: str, family: str | None = None) -> set[str]:
+    """Project files (relative to the repo) that running module ``start`` may execute; with
+    ``family``, a registry lookup imports that family only (the train stage's)."""
     seen, todo = set(), [start]
     while todo:
         name = todo.pop()
@@ -55,25 +56,58 @@ def closure(start: str) -> set[str]:
         if "ebm.families" in imported_modules(module_file(name)) and name not in NAMES_ONLY:
             from ebm.families import REGISTRY  # the registry imports every family by name
 
-            todo += list(REGISTRY.values())
+            todo += [REGISTRY[family]] if family else list(REGISTRY.values())
     files = {str(module_file(name).relative_to(ROOT)) for name in seen}
     return files | (set(NATIVE_SOURCES) if NATIVE in files else set())
 
 
-def declared(stage: dict) -> list[str]:
-    return [dep for dep in stage["deps"] if not dep.startswith("${")]
+def declared(stage: dict, family: str | None = None) -> list[str]:
+    """The stage's deps inside the repository; the train stage's as they resolve for ``family``
+    (its working directory is the family's folder, its ``stage.yaml`` fills the slots)."""
+    if family is None:
+        return [dep for dep in stage["deps"] if not dep.startswith("${")]
+    slots = yaml.safe_load((ROOT / f"ebm/families/{family}/stage.yaml").read_text())["stage"]
+    deps = [dep.removeprefix("../../../") for dep in stage["deps"]]
+    deps = [slots[dep[len("${stage."):-1]] if dep.startswith("${stage.") else dep for dep in deps]
+    return [dep for dep in deps if not dep.startswith("${")]
 
 
-@pytest.mark.parametrize("stage", STAGE_MODULES)
-def test_every_project_file_a_stage_runs_is_one_of_its_deps(stage):
+def train_families():
+    from ebm.families import REGISTRY
+
+    return list(REGISTRY)
+
+
+CASES = [(stage, None) for stage in STAGE_MODULES if stage != "train"] + [("train", f) for f in train_families()]
+
+
+@pytest.mark.parametrize("stage, family", CASES)
+def test_every_project_file_a_stage_runs_is_one_of_its_deps(stage, family):
     spec = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"][stage]
-    deps = declared(spec)
-    needed = closure(STAGE_MODULES[stage]) | closure("ebm.entry") | {f"stages/{stage}.py"}
+    deps = declared(spec, family)
+    needed = closure(STAGE_MODULES[stage], family) | closure("ebm.entry") | {f"stages/{stage}.py"}
     missing = sorted(f for f in needed if not any(f == d or f.startswith(d.rstrip("/") + "/") for d in deps))
-    assert missing == [], f"dvc.yaml stage {stage!r} runs these files but does not list them as deps"
+    assert missing == [], f"dvc.yaml stage {stage!r} ({family or 'any family'}) runs these files but does not list them as deps"
     for dep in deps:  # source deps must exist (pipeline outputs such as reports/ appear when stages run)
         if dep.startswith(("ebm/", "stages/")):
             assert (ROOT / dep).exists(), f"dvc.yaml stage {stage!r} lists a missing dep {dep}"
+
+
+def test_a_family_trains_on_its_own_code_and_params_only():
+    """The train stage of one family lists no other family's folder or params section, save
+    the one it builds on (the DBN's first layer is an RBM)."""
+    from ebm.families import REGISTRY
+
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for family in REGISTRY:
+        slots = yaml.safe_load((ROOT / f"ebm/families/{family}/stage.yaml").read_text())["stage"]
+        assert slots["code"] == f"ebm/families/{family}"
+        others = {f"ebm/families/{other}" for other in REGISTRY if other != family}
+        used = {path for path in (slots["code"], slots["also_code"]) if path in others}
+        assert used <= ({"ebm/families/rbm"} if family == "dbn" else set()), family
+        for key in ("params", "also_params"):
+            assert slots[key] in params, f"{family}: stage.yaml names a params section {slots[key]!r} that params.yaml lacks"
+        assert not {slots["params"], slots["also_params"]} & (set(REGISTRY) - {family, "rbm" if family == "dbn" else family})
 
 
 def test_the_import_scan_follows_function_level_imports():

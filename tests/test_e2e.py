@@ -49,7 +49,7 @@ def test_repro_runs_every_stage_and_logs_each(baseline):
     repo, env, log = baseline
     for stage in ("prepare", "train", "classifier", "generate", "evaluate"):
         assert f"Running stage '{stage}'" in log
-    assert (repo / "models/energy.keras").is_file() and (repo / "reports/report.html").is_file()
+    assert (repo / "models/deep/energy.keras").is_file() and (repo / "reports/report.html").is_file()
     metrics = sh("dvc", "metrics", "show", "--json", cwd=repo, env=env)
     for key in ("fid", "kid", "coverage", "confident_share", "auroc_mixture", "test_accuracy"):
         assert f'"{key}"' in metrics, key
@@ -61,6 +61,50 @@ def test_repro_runs_every_stage_and_logs_each(baseline):
     first_commit = sh("git", "rev-parse", "HEAD~1", cwd=repo, env=env).strip()
     experiment = mlflow.MlflowClient(f"sqlite:///{repo / 'mlflow.db'}").get_experiment(stages.iloc[0]["experiment_id"])
     assert experiment.name == f"ebm-{first_commit[:7]}"
+
+
+def dvc_json(repo, env, *args):
+    """The JSON that a `dvc ... --json` command prints on stdout (its warnings go to stderr)."""
+    out = subprocess.run(["dvc", *args, "--json"], cwd=repo, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def test_another_familys_params_or_code_rerun_nothing_of_this_ones_training(baseline):
+    """The train stage depends on the code and params of the family that model.family names:
+    with the deep EBM selected, an RBM knob reruns nothing and RBM code reruns no training
+    (generate and evaluate load model files of every family, so they do rerun)."""
+    repo, env, _ = baseline
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    try:
+        (repo / "params.yaml").write_text(yaml.safe_dump({**params, "rbm": {**params["rbm"], "hidden": 17},
+                                                          "dbn": {**params["dbn"], "epochs": 3}}, sort_keys=False))
+        assert "Data and pipelines are up to date" in sh("dvc", "status", cwd=repo, env=env)
+        with open(repo / "ebm/families/rbm/model.py", "a") as f:
+            f.write("\n# an edit\n")
+        status = dvc_json(repo, env, "status")
+        assert set(status) == {"generate", "evaluate"}, status
+        (repo / "params.yaml").write_text(yaml.safe_dump({**params, "train": {**params["train"], "epochs": 3}},
+                                                         sort_keys=False))
+        assert "train" in dvc_json(repo, env, "status")  # its own params do
+    finally:
+        sh("git", "checkout", "--", "params.yaml", "ebm/families/rbm/model.py", cwd=repo, env=env)
+    assert "Data and pipelines are up to date" in sh("dvc", "status", cwd=repo, env=env)
+
+
+def test_dvc_plots_and_exp_show_read_every_output_without_an_error(baseline):
+    repo, env, _ = baseline
+    plots = dvc_json(repo, env, "plots", "show")
+    assert plots.get("errors") in (None, []), plots["errors"]
+    assert {"Training objective", "Chain energy", "Long-run check, FID", "Out-of-distribution detection"} <= set(plots["data"])
+    assert all(plots["data"][name] for name in plots["data"])  # every plot has data
+    shown = dvc_json(repo, env, "exp", "show")
+    assert not [row for row in shown if row.get("error") or row["data"].get("error")], shown
+    assert shown[0]["data"]["metrics"]["reports/train/metrics.json"]["data"]["steps"] > 0  # a column of its own
+    trained = json.loads((repo / "reports/train/metrics.json").read_text())
+    assert trained["steps"] > 0 and trained["rollbacks"] == 0 and trained["kernels"] in ("fused-chain", "fused-ops", "tf-ops")
+    assert "final_cdiv" in trained and "train_seconds" in trained
+    assert "reports/train/metrics.json" in sh("dvc", "metrics", "show", cwd=repo, env=env)
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +133,7 @@ def test_queued_sweep_with_two_workers_loses_no_run(queued):
         assert (children["status"] == "FINISHED").all()
         generate = children[children["tags.ebm.stage"] == "generate"].iloc[0]
         assert generate["tags.ebm.upstream.train"] == train_run["run_id"].iloc[0]  # ... traced to the cached training
-        assert len(generate["tags.git.commit"]) == 40
+        assert len(generate["tags.git.commit"]) == 40 and generate["tags.mlflow.source.git.commit"] == generate["tags.git.commit"]
     shown = sh("dvc", "exp", "show", "--csv", cwd=repo, env=env)
     assert "fid" in shown and "auroc_mixture" in shown and "coverage" in shown
     out = subprocess.run([str(Path(sys.executable).parent / "ebm"), "compare", "--all", "--format", "csv"],
@@ -119,12 +163,16 @@ def test_rbm_and_dbn_run_from_params_alone_and_compare_with_the_deep_ebm(queued)
         history = pd.read_csv(client.download_artifacts(train["run_id"], "history.csv"))
         assert history["layer"].tolist() == ([1, 1] if family == "rbm" else [1, 1, 2, 2])
         assert len(client.get_metric_history(train["run_id"], "val_pseudo_likelihood")) == len(history)
-        assert {a.path for a in client.list_artifacts(train["run_id"])} >= {"checkpoint", "history.csv", "rbm_filters"}
+        assert {a.path for a in client.list_artifacts(train["run_id"])} >= {"checkpoint", "history.csv", "images"}
+        assert any("/rbm_filters+step+2+" in a.path for a in client.list_artifacts(train["run_id"], "images"))
     out = subprocess.run([str(Path(sys.executable).parent / "ebm"), "compare", "--all", "--format", "csv"],
                          cwd=repo, env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     table = pd.read_csv(io.StringIO(out.stdout))
     assert {"rbm", "dbn"} <= set(table["experiment"]) and {"deep", "rbm", "dbn"} <= set(table["model.family"])
+    diff = dvc_json(repo, env, "plots", "diff", "rbm", "dbn")  # overlaid, no error
+    assert diff.get("errors") in (None, []), diff["errors"]
+    assert set(diff["data"]["Training objective"][0]["revisions"]) == {"rbm", "dbn"}
     assert table.loc[table["experiment"].isin(["rbm", "dbn"]), "test_loglik"].notna().all()
 
 
@@ -177,7 +225,7 @@ def test_a_team_shares_models_and_experiments_through_git_and_a_dvc_remote(queue
 
     sh("git", "clone", "-q", str(team_git), str(clone), cwd=tmp_path, env=env)
     sh("dvc", "pull", cwd=clone, env=env)
-    assert (clone / "models/energy.keras").read_bytes() == (repo / "models/energy.keras").read_bytes()
+    assert (clone / "models/deep/energy.keras").read_bytes() == (repo / "models/deep/energy.keras").read_bytes()
     log = sh("dvc", "repro", cwd=clone, env=env)
     assert "Running stage" not in log, log
     assert "Data and pipelines are up to date" in sh("dvc", "status", cwd=clone, env=env)

@@ -6,7 +6,8 @@ import tensorflow as tf
 from ebm.config import ModelConfig
 from ebm.errors import ModelFileError
 from ebm.families import load_model
-from ebm.families.deep.network import build_energy_network, chain_energy, energy_fn, with_space_to_depth
+from ebm.families.deep.network import (build_energy_network, chain_energy, energy_fn, portable_network,
+                                      with_space_to_depth)
 from ebm.families.deep.sampler import LangevinSampler, energy_and_grad
 
 
@@ -36,6 +37,25 @@ def test_chain_energy_matches_the_network_and_its_gradient(fast_first_conv):
     np.testing.assert_allclose(e.numpy(), e_ref.numpy(), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(chain.from_state(g).numpy(), g_ref.numpy(), rtol=1e-4, atol=1e-7)
     np.testing.assert_array_equal(chain.from_state(state).numpy(), x.numpy())
+
+
+def test_portable_network_is_plain_keras_with_the_same_energies_and_chain_state(tmp_path):
+    """The model MLflow logs: Keras's own layers only (it loads with no custom objects), the same
+    energies, and chains that keep the same 2x2-block state with the same energies."""
+    keras.utils.set_random_seed(4)
+    net = build_energy_network(ModelConfig())
+    portable = portable_network(net)
+    assert {type(layer).__module__.split(".")[0] for layer in portable.layers} == {"keras"}
+    path = tmp_path / "portable.keras"
+    portable.save(path)
+    loaded = keras.saving.load_model(path, custom_objects={}, safe_mode=True)
+    x = tf.random.stateless_uniform((6, 32, 32, 1), seed=[3, 4], minval=-1, maxval=1)
+    np.testing.assert_allclose(loaded(x).numpy(), net(x).numpy(), rtol=1e-5, atol=1e-5)
+    ours, theirs = chain_energy(net), chain_energy(loaded)
+    state = ours.to_state(x)
+    assert theirs.to_state(x).shape == state.shape == (6, 16, 16, 4)
+    np.testing.assert_array_equal(theirs.energy(state).numpy(), ours.energy(state).numpy())
+    assert (theirs.native is None) == (ours.native is None)
 
 
 def test_chain_energy_gives_the_networks_weight_gradients():

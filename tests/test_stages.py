@@ -21,7 +21,7 @@ def run_all(tmp_path, params):
     pipeline.prepare(params, pipeline.PreparePaths(data=prepared, record=runs / "prepare.json"))
     tp = pipeline.TrainPaths(data=prepared, model=tmp_path / "models/e.keras", history=tmp_path / "r/history.csv",
                              negatives=tmp_path / "r/negatives.png", filters=tmp_path / "r/filters.png",
-                             record=runs / "train.json")
+                             record=runs / f"train-{params.model.family}.json")
     pipeline.train(params, tp, verbose=0)
     cp = pipeline.ClassifierPaths(data=prepared, model=tmp_path / "models/c.keras", metrics=tmp_path / "r/clf.json",
                                   record=runs / "classifier.json")
@@ -117,7 +117,14 @@ def test_every_stage_writes_its_outputs_and_logs_a_run(pipeline_run):
     client = mlflow.MlflowClient()
     assert [m.step for m in client.get_metric_history(train_run["run_id"], "loss")] == [1, 2]
     artifacts = {a.path for a in client.list_artifacts(train_run["run_id"])}
-    assert {"history.csv", "negatives.png", "checkpoint", "negatives"} <= artifacts
+    assert {"history.csv", "negatives.png", "checkpoint", "images"} <= artifacts
+    steps = sorted(int(a.path.split("+step+")[1].split("+")[0]) for a in client.list_artifacts(train_run["run_id"], "images")
+                   if a.path.endswith(".png") and "/negatives+step+" in a.path)
+    assert steps == [1, 2]  # the buffer's negatives each epoch, on the run page's image slider
+    # MLflow's own source and user tags (the UI's Source and User columns), beside the project's
+    assert train_run["tags.mlflow.source.name"] == "stages.train" and train_run["tags.mlflow.source.type"] == "LOCAL"
+    assert parent["tags.mlflow.source.name"] == "dvc.yaml" and parent["tags.mlflow.user"] == train_run["tags.mlflow.user"] != ""
+    assert train_run["tags.ebm.kernels"] in ("fused-chain", "fused-ops", "tf-ops")
     assert [a.path for a in client.list_artifacts(parent["run_id"])] == ["params.yaml"]
     # the parent spans its stages; every stage's data is an MLflow dataset input (the Dataset column)
     assert parent["start_time"] <= stages["start_time"].min() and parent["end_time"] == stages["end_time"].max()
@@ -187,6 +194,45 @@ def test_train_rejects_a_batch_larger_than_the_data(tmp_path, mlflow_store):
     pipeline.prepare(params, pipeline.PreparePaths(data=tmp_path / "d"))
     with pytest.raises(Exception, match="train.batch_size"):
         pipeline.train(params, pipeline.TrainPaths(data=tmp_path / "d", model=tmp_path / "m.keras"), verbose=0)
+
+
+LOAD_WITHOUT_EBM = """
+import json, sys
+sys.modules["ebm"] = None  # this package cannot be imported: the logged model must not need it
+import mlflow
+mlflow.set_tracking_uri(sys.argv[1])
+local = mlflow.artifacts.download_artifacts(sys.argv[2], dst_path=sys.argv[3])
+info = mlflow.models.Model.load(local)
+x = info.load_input_example(local)
+network = mlflow.keras.load_model(sys.argv[2])
+print(json.dumps({"x": x.tolist(), "energy": network.predict(x, verbose=0).tolist(),
+                  "signature": info.signature.to_dict(), "requirements": open(local + "/requirements.txt").read()}))
+"""
+
+
+def test_logged_model_loads_where_this_package_is_not_installed(pipeline_run):
+    import subprocess
+    import sys
+
+    import keras
+
+    from ebm import families
+
+    tmp_path, params, tp, gp, ep, metrics = pipeline_run
+    train_id = json.loads(tp.record.read_text())["run_id"]
+    out = subprocess.run([sys.executable, "-I", "-c", LOAD_WITHOUT_EBM, f"sqlite:///{tmp_path / 'mlflow.db'}",
+                          f"runs:/{train_id}/model", str(tmp_path / "downloaded")],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    x = np.asarray(got["x"], dtype=np.float32)
+    assert x.shape == (2, 32, 32, 1) and -1 <= x.min() and x.max() <= 1  # two training digits
+    families.register_all()
+    trained = keras.saving.load_model(tp.model, compile=False)
+    np.testing.assert_allclose(np.asarray(got["energy"]), trained(x).numpy(), rtol=1e-5, atol=1e-5)
+    inputs = json.loads(got["signature"]["inputs"])
+    assert inputs[0]["tensor-spec"] == {"dtype": "float32", "shape": [-1, 32, 32, 1]}
+    assert sorted(line.split("==")[0] for line in got["requirements"].split()) == ["keras", "mlflow", "tensorflow"]
 
 
 def test_ebm_evaluate_scores_any_logged_model(pipeline_run, monkeypatch):

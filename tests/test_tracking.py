@@ -272,9 +272,10 @@ def test_a_real_mlflow_server_serves_runs_metrics_images_and_the_model(tmp_path,
         assert stages == {"prepare", "train"}
         history = http_get(f"{base}/api/2.0/mlflow/metrics/get-history?run_id={train_id}&metric_key=loss")
         assert [m["step"] for m in history["metrics"]] == [1, 2]
-        listing = http_get(f"{base}/api/2.0/mlflow/artifacts/list?run_id={train_id}&path=negatives")
-        images = [f["path"] for f in listing["files"]]
-        assert images == ["negatives/negatives_epoch001.png", "negatives/negatives_epoch002.png"]
+        listing = http_get(f"{base}/api/2.0/mlflow/artifacts/list?run_id={train_id}&path=images")
+        images = sorted((f["path"] for f in listing["files"] if f["path"].endswith(".png")),
+                        key=lambda path: int(path.split("+step+")[1].split("+")[0]))
+        assert [path.split("+timestamp+")[0] for path in images] == ["images/negatives+step+1", "images/negatives+step+2"]
         png = http_get(f"{base}/get-artifact?run_uuid={train_id}&path={urllib.parse.quote(images[0])}")
         assert png[:8] == b"\x89PNG\r\n\x1a\n"
     finally:

@@ -48,11 +48,13 @@ class Family(Protocol):
     title: str  # the report's title
     section: str  # the report's heading for the family's own numbers ("" = none)
     chains_heading: str  # "Langevin chains" / "Gibbs chains"
+    objective: tuple[str, str]  # the history's columns of the training objective: (training, held out)
     negatives_caption: str  # what reports/train/negatives.png shows
     filters_caption: str  # what reports/train/filters.png shows
 
     def configure(self, params) -> dict: ...  # thread pools, before TensorFlow runs: the settings used
-    def train(self, params, paths, verbose: int | None = None) -> dict: ...
+    def train(self, params, paths, verbose: int | None = None) -> dict: ...  # the run's summary; "outputs":
+    # False from a process that trained without writing the stage's outputs (a non-chief worker)
     def generate(self, params, paths, model, run) -> dict: ...  # writes the generate stage's outputs
     def sample(self, params, model, n: int, seed: int): ...  # n samples (N, 32, 32, 1) in [-1, 1]
     def scoring(self, params, model, data_dir: Path) -> Scoring: ...

@@ -19,13 +19,14 @@ def evaluate(params: Params, paths: EvaluatePaths, network=None, track: bool = T
     import pandas as pd
 
     from ebm import evaluation
-    from ebm.tracking import maybe_stage_run
+    from ebm.tracking import maybe_stage_run, train_record
 
     e = params.evaluate
-    families.get(params.model.family).configure(params)  # before TensorFlow runs an op
+    settings = families.get(params.model.family).configure(params)  # before TensorFlow runs an op
     section = {**asdict(e), **{f"sampler.{k}": v for k, v in asdict(params.sampler).items()}}
     with maybe_stage_run(track, "evaluate", params, section, paths.record,
-                         upstream=("prepare", "train", "classifier", "generate")) as run:
+                         upstream=("prepare", train_record(params.model.family), "classifier", "generate"),
+                         tags={"ebm.kernels": settings["kernels"]}) as run:
         family, network = (families.family_of(network), network) if network is not None else \
             families.load_model(paths.model)
         classifier = load_classifier(paths.classifier)
@@ -50,7 +51,7 @@ def evaluate(params: Params, paths: EvaluatePaths, network=None, track: bool = T
         figures = draw_figures(result, samples, pd.read_csv(paths.history), paths, family.unit(params),
                                family.unit_name(sampler=True), gate)
         write_report(params, paths, metrics, ood, figures, title or family.title, run, family, scoring.paragraphs,
-                     result.longrun_curve, result.class_energies)
+                     result.longrun_curve, result.class_energies, kernels=settings["kernels"])
         run.metrics(metrics, on_parent=True)
         if result.longrun_curve is not None:
             curve = result.longrun_curve
@@ -101,7 +102,7 @@ def draw_figures(result, samples, history, paths: EvaluatePaths, unit: int = 1, 
 
 
 def write_report(params: Params, paths: EvaluatePaths, metrics: dict, ood, figures: dict, title: str, run,
-                 family, family_section: list[str] = (), curve=None, class_energies=None) -> None:
+                 family, family_section: list[str] = (), curve=None, class_energies=None, kernels: str = "") -> None:
     from ebm import report
 
     gen = paths.generate_reports
@@ -133,7 +134,8 @@ def write_report(params: Params, paths: EvaluatePaths, metrics: dict, ood, figur
         "Long-run check": longrun + [img(figures[k]) for k in ("longrun_curve", "longrun") if k in figures],
     }
     sampler = family.sampler_line(params)
-    meta = {"family": family.name, "params hash": params.digest(), "run": run.run_id or "not tracked", "sampler": sampler}
+    meta = {"family": family.name, "params hash": params.digest(), "run": run.run_id or "not tracked", "sampler": sampler,
+            "kernels": kernels or "unknown"}
     report.write(paths.report, title, meta, sections)
 
 

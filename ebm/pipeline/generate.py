@@ -16,11 +16,13 @@ from ebm.pipeline.paths import GeneratePaths
 def generate(params: Params, paths: GeneratePaths, network=None, track: bool = True) -> dict:
     """Draw ``generate.n`` samples from the model file's family; ``network`` overrides the file
     (for ``ebm evaluate``)."""
-    from ebm.tracking import maybe_stage_run
+    from ebm.tracking import maybe_stage_run, train_record
 
-    families.get(params.model.family).configure(params)  # before TensorFlow runs an op
+    settings = families.get(params.model.family).configure(params)  # before TensorFlow runs an op
     section = {**asdict(params.sampler), **asdict(params.generate)}
-    with maybe_stage_run(track, "generate", params, section, paths.record, upstream=("prepare", "train")) as run:
+    with maybe_stage_run(track, "generate", params, section, paths.record,
+                         upstream=("prepare", train_record(params.model.family)),
+                         tags={"ebm.kernels": settings["kernels"]}) as run:
         family, model = (families.family_of(network), network) if network is not None else \
             families.load_model(paths.model)
         summary = family.generate(params, paths, model, run)

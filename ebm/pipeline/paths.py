@@ -16,17 +16,27 @@ class PreparePaths:
 @dataclass(frozen=True)
 class TrainPaths:
     data: Path = Path("data/prepared")
-    model: Path = Path("models/energy.keras")
-    history: Path = Path("reports/train/history.csv")
-    negatives: Path = Path("reports/train/negatives.png")
-    filters: Path = Path("reports/train/filters.png")
-    record: Path = Path("reports/runs/train.json")
+    model: Path = Path("models/deep/energy.keras")
+    history: Path = Path("reports/train/deep/history.csv")
+    negatives: Path = Path("reports/train/deep/negatives.png")
+    filters: Path = Path("reports/train/deep/filters.png")
+    metrics: Path | None = None  # the run's summary for `dvc metrics show`; None: metrics.json beside the history
+    objective: Path | None = None  # the objective per epoch for `dvc plots`; None: objective.csv beside the history
+    record: Path = Path("reports/runs/train-deep.json")
     snapshots: Path | None = None  # train.snapshot_every's models; None: a "snapshots" folder beside the model
 
     @property
     def snapshot_folder(self) -> Path:
         """Where ``train.snapshot_every``'s models go (a DVC output, empty where none are kept)."""
         return self.snapshots or self.model.parent / "snapshots"
+
+    @property
+    def metrics_file(self) -> Path:
+        return self.metrics or self.history.parent / "metrics.json"
+
+    @property
+    def objective_file(self) -> Path:
+        return self.objective or self.history.parent / "objective.csv"
 
 
 @dataclass(frozen=True)
@@ -39,7 +49,7 @@ class ClassifierPaths:
 
 @dataclass(frozen=True)
 class GeneratePaths:
-    model: Path = Path("models/energy.keras")
+    model: Path = Path("models/deep/energy.keras")
     samples: Path = Path("data/generated/samples.npz")
     grid: Path = Path("reports/generate/samples.png")
     chains: Path = Path("reports/generate/chains.png")
@@ -52,14 +62,14 @@ class GeneratePaths:
 @dataclass(frozen=True)
 class EvaluatePaths:
     data: Path = Path("data/prepared")
-    model: Path = Path("models/energy.keras")
+    model: Path = Path("models/deep/energy.keras")
     classifier: Path = Path("models/classifier.keras")
     classifier_metrics: Path = Path("reports/classifier/metrics.json")
     samples: Path = Path("data/generated/samples.npz")
-    history: Path = Path("reports/train/history.csv")
+    history: Path = Path("reports/train/deep/history.csv")
     generate_reports: Path = Path("reports/generate")
-    negatives: Path = Path("reports/train/negatives.png")
-    filters: Path = Path("reports/train/filters.png")
+    negatives: Path = Path("reports/train/deep/negatives.png")
+    filters: Path = Path("reports/train/deep/filters.png")
     metrics: Path = Path("reports/metrics.json")
     figures: Path = Path("reports/evaluate")
     ood: Path = Path("reports/evaluate/ood.csv")

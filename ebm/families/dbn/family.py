@@ -44,7 +44,7 @@ class DBNFamily(RBMFamily):
             history.tags, history.offset = {"layer": 2}, params.rbm.epochs
         top = fit_layer(d, params.rbm.hidden, h_train, h_test, history, run, verbose, "dbn",
                         images_fn=lambda m: to_images(bottom.visible_probs(m.particles).numpy()[:64]),
-                        images_folder="particles")
+                        images_key="particles")
         model = DBN(bottom=_config(bottom), top=_config(top))
         model.bottom.set_weights(bottom.get_weights())
         model.top.set_weights(top.get_weights())

@@ -32,6 +32,7 @@ class DeepFamily:
     title = "EBM experiment report"
     section = ""
     chains_heading = "Langevin chains"
+    objective = ("cdiv", "val_cdiv")  # the history's columns plotted as the training objective
     negatives_caption = "Newest replay-buffer negatives"
     filters_caption = "The energy network's first convolution kernels"
 

@@ -59,21 +59,8 @@ class StridedConv2D(keras.layers.Layer):
         return (activation or self.activation)(tf.nn.bias_add(y, self.bias))
 
     def block_kernel(self):
-        """The kernel rearranged for a stride-1 "SAME" conv over 2x2 blocks.
-
-        TF's "SAME" stride-2 conv on an even input pads ``b = (k - 2) // 2`` before, so output
-        ``o`` reads rows ``2o - b .. 2o - b + k - 1``. Zero taps added in front (``b % 2``) make
-        that window start on a block boundary and at the back make it a whole number of blocks
-        ``kb``; the window then starts ``(b + b % 2) / 2`` blocks before block ``o``, which is
-        exactly the padding of a "SAME" stride-1 conv of size ``kb``."""
-        k = self.kernel_size
-        front = max(k - 2, 0) // 2 % 2
-        back = (front + k) % 2
-        kb = (front + k + back) // 2
-        w = tf.pad(self.kernel, [[front, back], [front, back], [0, 0], [0, 0]])
-        c, f = self.kernel.shape[2], self.kernel.shape[3]
-        w = tf.reshape(w, (kb, 2, kb, 2, c, f))
-        return tf.reshape(tf.transpose(w, (0, 2, 1, 3, 4, 5)), (kb, kb, 4 * c, f))
+        """The kernel rearranged for a stride-1 "SAME" conv over 2x2 blocks (:func:`block_kernel`)."""
+        return block_kernel(self.kernel)
 
     def compute_output_shape(self, input_shape):
         n, h, w, _ = input_shape
@@ -89,6 +76,24 @@ class StridedConv2D(keras.layers.Layer):
         }
 
 
+def block_kernel(kernel):
+    """A stride-2 "SAME" conv kernel (k, k, C, F) rearranged for a stride-1 "SAME" conv over 2x2 blocks.
+
+    TF's "SAME" stride-2 conv on an even input pads ``b = (k - 2) // 2`` before, so output
+    ``o`` reads rows ``2o - b .. 2o - b + k - 1``. Zero taps added in front (``b % 2``) make
+    that window start on a block boundary and at the back make it a whole number of blocks
+    ``kb``; the window then starts ``(b + b % 2) / 2`` blocks before block ``o``, which is
+    exactly the padding of a "SAME" stride-1 conv of size ``kb``."""
+    k = kernel.shape[0]
+    front = max(k - 2, 0) // 2 % 2
+    back = (front + k) % 2
+    kb = (front + k + back) // 2
+    w = tf.pad(kernel, [[front, back], [front, back], [0, 0], [0, 0]])
+    c, f = kernel.shape[2], kernel.shape[3]
+    w = tf.reshape(w, (kb, 2, kb, 2, c, f))
+    return tf.reshape(tf.transpose(w, (0, 2, 1, 3, 4, 5)), (kb, kb, 4 * c, f))
+
+
 def build_energy_network(cfg: ModelConfig, image_shape=IMAGE_SHAPE) -> keras.Model:
     """Strided Conv2D stack with swish, flatten, Dense swish, Dense 1 -> E(x) of shape (B, 1)."""
     inputs = keras.Input(shape=image_shape, name="image")
@@ -102,6 +107,23 @@ def build_energy_network(cfg: ModelConfig, image_shape=IMAGE_SHAPE) -> keras.Mod
     x = keras.layers.Dense(cfg.dense_units, activation="swish", name="dense")(x)
     outputs = keras.layers.Dense(1, name="energy")(x)
     return keras.Model(inputs, outputs, name="energy_net")
+
+
+def portable_network(network: keras.Model) -> keras.Model:
+    """``network`` built of Keras's own layers only, with the same weights: each
+    :class:`StridedConv2D` becomes the ``Conv2D(strides=2, padding="same")`` it computes. The model
+    MLflow logs, so that ``mlflow.keras.load_model`` needs no code of this package; its chains
+    run the same kernels as the original's (:func:`chain_energy` reads either layer)."""
+
+    def clone(layer):
+        if isinstance(layer, StridedConv2D):
+            return keras.layers.Conv2D(layer.filters, layer.kernel_size, strides=2, padding="same",
+                                       activation=layer.activation, name=layer.name)
+        return layer.__class__.from_config(layer.get_config())
+
+    copy = keras.models.clone_model(network, clone_function=clone)
+    copy.set_weights(network.get_weights())
+    return copy
 
 
 def energy_fn(network: keras.Model):
@@ -130,10 +152,16 @@ def chain_energy(network: keras.Model) -> ChainEnergy:
     layers = [layer for layer in network.layers if not isinstance(layer, keras.layers.InputLayer)]
     first = layers[0]
     height, width = network.input_shape[1:3]
-    blocks = isinstance(first, StridedConv2D) and first.space_to_depth and height % 2 == 0 and width % 2 == 0
+    even = height % 2 == 0 and width % 2 == 0
+    blocks = even and (isinstance(first, StridedConv2D) and first.space_to_depth or _is_strided_conv(first))
 
     def energy(state):
-        y = first.call_on_blocks(state, _activation(first)) if blocks else _fast_call(first, state)
+        if not blocks:
+            y = _fast_call(first, state)
+        elif isinstance(first, StridedConv2D):
+            y = first.call_on_blocks(state, _activation(first))
+        else:  # the same computation for the Conv2D of a portable network
+            y = _activation(first)(tf.nn.bias_add(tf.nn.conv2d(state, block_kernel(first.kernel), 1, "SAME"), first.bias))
         for layer in layers[1:]:
             y = _fast_call(layer, y)
         return tf.squeeze(y, axis=-1)
@@ -152,12 +180,7 @@ def _native_chain(network: keras.Model, layers):
     swish_layer = lambda layer: keras.activations.serialize(layer.activation) in ("silu", "swish")  # noqa: E731
 
     def is_conv(layer):
-        if isinstance(layer, StridedConv2D):
-            return swish_layer(layer)
-        return (type(layer) is keras.layers.Conv2D and tuple(layer.strides) == (2, 2) and layer.padding == "same"
-                and layer.use_bias and layer.groups == 1 and layer.data_format == "channels_last"
-                and tuple(layer.dilation_rate) == (1, 1) and layer.kernel_size[0] == layer.kernel_size[1]
-                and swish_layer(layer))
+        return (isinstance(layer, StridedConv2D) or _is_strided_conv(layer)) and swish_layer(layer)
 
     supported = (network.input_shape[-1] == 1 and convs and all(is_conv(c) for c in convs)
                  and type(flatten) is keras.layers.Flatten
@@ -172,6 +195,14 @@ def _native_chain(network: keras.Model, layers):
                                       dense.kernel, dense.bias, out.kernel, out.bias, step_size, noise, grad_clip)
 
     return run
+
+
+def _is_strided_conv(layer) -> bool:
+    """A Keras ``Conv2D`` that computes what :class:`StridedConv2D` does: square kernel, stride 2,
+    "same" padding, bias, no dilation or groups."""
+    return (type(layer) is keras.layers.Conv2D and tuple(layer.strides) == (2, 2) and layer.padding == "same"
+            and layer.use_bias and layer.groups == 1 and layer.data_format == "channels_last"
+            and tuple(layer.dilation_rate) == (1, 1) and layer.kernel_size[0] == layer.kernel_size[1])
 
 
 def _activation(layer):

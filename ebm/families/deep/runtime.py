@@ -18,9 +18,10 @@ def configure_threads(train: TrainConfig) -> dict:
     """Set TF's thread pools from ``train.intra_op_threads``/``inter_op_threads`` (0 = automatic:
     on a CPU with the whole-chain op, one intra-op thread per core; on a CPU running sub-chains,
     one intra-op thread and one inter-op thread per sub-chain). Returns the settings used and
-    whether the whole-chain op runs (``native_chain`` 1) or the TF-graph chain (0).
+    whether the whole-chain op runs (``native_chain`` 1) or the TF-graph chain (0), and which
+    kernels draw the numbers (``kernels``: see :func:`ebm.families.deep.native.kernel_path`).
     Must run before TensorFlow executes its first op."""
-    from ebm.families.deep.native import native_chain_enabled
+    from ebm.families.deep.native import kernel_path, native_chain_enabled
     from ebm.families.deep.sampler import split_count
 
     cores = os.cpu_count() or 1
@@ -33,4 +34,5 @@ def configure_threads(train: TrainConfig) -> dict:
     elif not gpu and splits > 1:
         intra = intra or max(1, cores // splits)
         inter = inter or splits
-    return {**set_threads(intra, inter), "native_chain": int(native), "sampler_splits": 1 if native else splits}
+    return {**set_threads(intra, inter), "native_chain": int(native), "sampler_splits": 1 if native else splits,
+            "kernels": kernel_path()}

@@ -78,11 +78,13 @@ def train(params: Params, paths: TrainPaths, verbose: int | None = None) -> dict
                                              TrainingStateKeeper, WeightSnapshots)
     from ebm.io import save_model_atomic
     from ebm.plots import kernel_images, save_grid
+    from ebm.families.deep.network import portable_network
     from ebm.families.deep.runtime import configure_threads
     from ebm.tracking import NullRun, stage_run
 
     t = params.train
     threads = configure_threads(t)
+    kernels = threads.pop("kernels")
     try:
         strategy = distribute.make_strategy(t.strategy)  # before any other TensorFlow op (multi_worker)
     except ValueError as err:
@@ -118,7 +120,8 @@ def train(params: Params, paths: TrainPaths, verbose: int | None = None) -> dict
         state_path = paths.model.parent / state_path.name
     snapshots = paths.snapshot_folder
     staged = state_path.with_name(f"snapshots-{key}")  # beside the state, so a resumed run keeps them
-    tracked = stage_run("train", params, section, paths.record, upstream=("prepare",)) if chief \
+    tracked = stage_run("train", params, section, paths.record, upstream=("prepare",),
+                        tags={"ebm.kernels": kernels}) if chief \
         else contextlib.nullcontext(NullRun())
     with tracked as run:
         run.datasets(data_lib.input_datasets(params.data, paths.data, training="train", validation="test"))
@@ -180,11 +183,11 @@ def train(params: Params, paths: TrainPaths, verbose: int | None = None) -> dict
         summary = {"train_seconds": seconds, "seconds_per_step": seconds / max(steps, 1), "steps": steps,
                    "rollbacks": int(model.rollbacks.numpy()), **threads}
         run.metrics(summary)
-        run.keras_model(model.sampling_network())
+        run.keras_model(portable_network(model.sampling_network()), example=train_split.x[:2])
     state_path.unlink(missing_ok=True)  # training completed: nothing to resume
     shutil.rmtree(staged, ignore_errors=True)
     print(f"train: {steps} steps in {seconds:.0f} s ({seconds / max(steps, 1):.3f} s/step) -> {paths.model}")
-    return summary
+    return {**summary, "kernels": kernels, "outputs": chief}
 
 
 def fresh_dir(path: Path) -> None:

@@ -42,7 +42,7 @@ def filter_images(w: np.ndarray, n: int = 64) -> np.ndarray:
 
 
 def fit_layer(cfg: BoltzmannTraining, visible: int, v_train, v_test, history=None, run=None, verbose: int = 0,
-              label: str = "rbm", images_fn=None, images_folder: str = "filters"):
+              label: str = "rbm", images_fn=None, images_key: str = "filters"):
     """Build and fit one RBM layer on binary data. Per-epoch metrics (with pseudo-likelihoods)
     go to the ``history`` callback and the MLflow ``run`` when given."""
     import keras
@@ -64,7 +64,7 @@ def fit_layer(cfg: BoltzmannTraining, visible: int, v_train, v_test, history=Non
     callbacks = [PseudoLikelihood(v_train, v_test, cfg.seed)] + ([history] if history else [])
     if run is not None:
         callbacks.append(MlflowEpochLogger(run, images_fn=(lambda: images_fn(rbm)) if images_fn else None,
-                                           folder=f"{label}_{images_folder}"))
+                                           key=f"{label}_{images_key}"))
     rbm.fit(ds, epochs=cfg.epochs, validation_data=val, callbacks=callbacks, verbose=verbose, shuffle=False)
     rbm.base_rate.assign(np.clip(np.mean(v_train, axis=0), 1e-3, 1 - 1e-3))  # generation's random starts
     return rbm
@@ -82,6 +82,7 @@ class RBMFamily:
     title = "RBM experiment report"
     section = "RBM: likelihood"
     chains_heading = "Gibbs chains"
+    objective = ("pseudo_likelihood", "val_pseudo_likelihood")
     negatives_caption = "The PCD fantasy particles (visible probabilities)"
     filters_caption = "Weights of the first 64 hidden units of the first RBM"
     chains_what = "Gibbs chains"
@@ -98,7 +99,7 @@ class RBMFamily:
         from ebm.runtime import set_threads
 
         t = params.train
-        return set_threads(t.intra_op_threads or os.cpu_count() or 1, t.inter_op_threads)
+        return {**set_threads(t.intra_op_threads or os.cpu_count() or 1, t.inter_op_threads), "kernels": "tf-ops"}
 
     # -- train
 
@@ -130,9 +131,11 @@ class RBMFamily:
         from ebm.tracking import stage_run
 
         threads = self.configure(params)
+        kernels = threads.pop("kernels")
         v_train, v_test = binary_splits(params, paths.data)
         verbose = (1 if sys.stdout.isatty() else 2) if verbose is None else verbose
-        with stage_run("train", params, self.section_params(params), paths.record, upstream=("prepare",)) as run:
+        with stage_run("train", params, self.section_params(params), paths.record, upstream=("prepare",),
+                       tags={"ebm.kernels": kernels}) as run:
             run.datasets(data_lib.input_datasets(params.data, paths.data, training="train", validation="test"))
             start = time.perf_counter()
             model = self.fit(params, v_train, v_test, HistoryCSV(paths.history), run, verbose)
@@ -149,7 +152,7 @@ class RBMFamily:
         shutil.rmtree(snapshots, ignore_errors=True)
         snapshots.mkdir(parents=True)
         print(f"train: {self.name} in {seconds:.0f} s ({seconds / self.epochs(params):.2f} s/epoch) -> {paths.model}")
-        return summary
+        return {**summary, "kernels": kernels}
 
     # -- generate
 

@@ -97,6 +97,15 @@ def native_chain_enabled() -> bool:
     return switch == "1" or "avx512f" in flags or "avx2" in flags
 
 
+def kernel_path() -> str:
+    """Which code draws the numbers here (they differ in the last bits): ``fused-chain`` (the
+    whole-chain op), ``fused-ops`` (the fused kernels inside a TF-graph chain) or ``tf-ops``
+    (the TF-op fallback). Stage runs are tagged with it (``ebm.kernels``)."""
+    if native_chain_enabled():
+        return "fused-chain"
+    return "fused-ops" if library() is not None else "tf-ops"
+
+
 def langevin_chain(x: tf.Tensor, seed: tf.Tensor, steps, conv_kernels, conv_biases, dense_kernel, dense_bias,
                    out_kernel, out_bias, step_size: float, noise: float, grad_clip: float):
     """Run ``steps`` Langevin steps of ``build_energy_network``'s energy from ``x`` (B, H, W, 1).
