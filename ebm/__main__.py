@@ -1,6 +1,6 @@
 """``python -m ebm``: the ``ebm`` command."""
 
-from ebm.cli import app
+from ebm.cli import main
 
 if __name__ == "__main__":
-    app(prog_name="ebm")
+    main()

@@ -8,6 +8,8 @@ from pathlib import Path
 import keras
 import pandas as pd
 
+from ebm.io import write_csv_atomic
+
 
 class HistoryCSV(keras.callbacks.Callback):
     """Rewrites ``path`` after every epoch (pandas), so a crash keeps every finished epoch.
@@ -28,8 +30,7 @@ class HistoryCSV(keras.callbacks.Callback):
         self.write()
 
     def write(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        pd.DataFrame(self.rows).to_csv(self.path, index=False)
+        write_csv_atomic(self.path, pd.DataFrame(self.rows))
 
 
 class MlflowEpochLogger(keras.callbacks.Callback):

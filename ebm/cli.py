@@ -21,6 +21,23 @@ def _setup() -> None:
     quiet_tensorflow()
 
 
+def main() -> None:
+    """The ``ebm`` console script: :data:`app`, with a broken tracking store or a full disk told
+    in one line instead of a traceback."""
+    from ebm.errors import TrackingStoreError, disk_full_message
+
+    try:
+        app(prog_name="ebm")
+    except TrackingStoreError as err:
+        typer.secho(f"error: {err}", fg="red", err=True)
+        sys.exit(1)
+    except OSError as err:
+        if (message := disk_full_message(err)) is None:
+            raise
+        typer.secho(f"error: {message}", fg="red", err=True)
+        sys.exit(1)
+
+
 def _fail(message: str) -> None:
     typer.secho(f"error: {message}", fg="red", err=True)
     raise typer.Exit(1)
@@ -67,7 +84,7 @@ def sample(
     try:
         p = _params(params_path)
         overrides = {k: v for k, v in (("steps", steps), ("step_size", step_size)) if v is not None}
-        shown = [k for k in p.generate.snapshot_steps if k <= overrides.get("steps", p.sampler.steps)]
+        shown = [k for k in p.generate.snapshot_steps if k <= overrides.get("steps", p.sampler.steps)] or [0]
         p = dataclasses.replace(p, sampler=dataclasses.replace(p.sampler, **overrides),  # snapshots: unused here
                                 generate=dataclasses.replace(p.generate, seed=seed, snapshot_steps=shown))
         families.get(p.model.family).configure(p)  # before TensorFlow runs an op
@@ -104,8 +121,9 @@ def evaluate(
         _fail("give exactly one of --model-uri and --model")
     try:
         p = _params(params_path)
-        if n:
-            p = dataclasses.replace(p, generate=dataclasses.replace(p.generate, n=n))
+        if n:  # the long-run check continues at most the n chains drawn
+            p = dataclasses.replace(p, generate=dataclasses.replace(p.generate, n=n),
+                                    evaluate=dataclasses.replace(p.evaluate, longrun_n=min(n, p.evaluate.longrun_n)))
         _, network = _load_model(model_uri, model)
         g = GeneratePaths(samples=out / "samples.npz", grid=out / "samples.png", chains=out / "chains.png",
                           gif=out / "chains.gif", health=out / "chain_health.csv",
@@ -143,6 +161,31 @@ def _history_of(model_uri: str | None, path: Path) -> None:
     if not table.empty:
         table = table[table["epoch"] > 0].pivot_table(index="epoch", columns="metric", values="value").reset_index()
     table.to_csv(path, index=False)
+
+
+@app.command("resume-states")
+def resume_states(
+    clean: bool = typer.Option(False, help="delete the states listed"),
+    older_than: float = typer.Option(0.0, min=0.0, help="only states not written for this many days"),
+) -> None:
+    """The saved training states of deep runs that stopped before their end ($EBM_RESUME_DIR or
+    .ebm/resume): a rerun with the same params and data resumes from one; a changed param never
+    will. Lists them; --clean deletes them."""
+    import time
+
+    from ebm.families.deep import resume
+
+    cutoff = time.time() - older_than * 86400
+    states = [s for s in resume.saved_states() if s.modified <= cutoff]
+    for state in states:
+        age = (time.time() - state.modified) / 86400
+        epoch = "unreadable" if state.epoch is None else f"after epoch {state.epoch}"
+        typer.echo(f"{state.path}  {epoch}  {state.bytes / 1e6:.1f} MB  {age:.1f} days old")
+        if clean:
+            resume.remove(state)
+    total = sum(s.bytes for s in states) / 1e6
+    where = resume.resume_dir()
+    typer.echo(f"{'deleted' if clean else 'found'} {len(states)} state(s), {total:.1f} MB, in {where}")
 
 
 def _params(path: Path | None):

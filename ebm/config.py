@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -19,6 +20,10 @@ import yaml
 
 DATA_SOURCES = ("mnist5k", "mnist", "npz")
 BINARIZE = ("stochastic", "threshold")
+MAX_SEED = 2**32 - 1
+PRUNED = ("train.kl_weight", "train.kl_repel", "train.kl_compare", "train.class_balance", "train.buffer_shift",
+          "train.persistent_restart", "train.native_update")  # leads measured and not adopted: docs/experiments.md
+MIN_SPLIT = 20  # digits a cut split keeps at least: two of each class (the judge's corruptions blend two classes)
 
 
 class ConfigError(ValueError):
@@ -39,8 +44,8 @@ class DataConfig:
     max_test: int = 0   # ... and test digits
 
     def __post_init__(self):
-        _check(self.max_train >= 0, "max_train", f"must be >= 0 (0 = all); got {self.max_train}")
-        _check(self.max_test >= 0, "max_test", f"must be >= 0 (0 = all); got {self.max_test}")
+        for key, n in (("max_train", self.max_train), ("max_test", self.max_test)):
+            _check(n == 0 or n >= MIN_SPLIT, key, f"must be 0 (all) or >= {MIN_SPLIT} (two digits of each class); got {n}")
         _check(self.source in DATA_SOURCES, "source", f"must be one of {', '.join(DATA_SOURCES)}; got {self.source!r}")
         _check(self.source != "npz" or bool(self.npz_path), "npz_path", "is required when data.source=npz")
         _check(0.0 < self.test_fraction < 1.0, "test_fraction", f"must be in (0, 1); got {self.test_fraction}")
@@ -236,7 +241,8 @@ class GenerateConfig:
     gibbs_steps: int = 1000  # rbm / dbn: block Gibbs sweeps from random starts
 
     def __post_init__(self):
-        _check(self.n >= 1, "n", f"must be >= 1; got {self.n}")
+        _check(self.n >= 2, "n", f"must be >= 2 (FID and precision/recall compare sets); got {self.n}")
+        _check(len(self.snapshot_steps) > 0, "snapshot_steps", "must list at least one step (0 = the starting noise)")
         _check(self.gibbs_steps >= 1, "gibbs_steps", f"must be >= 1; got {self.gibbs_steps}")
         _check(all(s >= 0 for s in self.snapshot_steps), "snapshot_steps", "must be >= 0")
         _check(self.chains_shown >= 1, "chains_shown", "must be >= 1")
@@ -260,8 +266,9 @@ class ClassifierConfig:
         _check(self.learning_rate > 0, "learning_rate", "must be > 0")
         _check(self.members >= 1, "members", f"must be >= 1; got {self.members}")
         _check(self.outlier_share >= 0, "outlier_share", f"must be >= 0 (0 = no outlier exposure); got {self.outlier_share}")
-        _check(0 <= self.calibration_fraction < 1, "calibration_fraction",
-               f"must be in [0, 1) (0 = no temperature scaling); got {self.calibration_fraction}")
+        _check(0 <= self.calibration_fraction <= 0.5, "calibration_fraction",
+               f"must be in [0, 0.5] (the held-out share of the training digits that fits the temperature; "
+               f"0 = no temperature scaling); got {self.calibration_fraction}")
 
 
 @dataclass(frozen=True)
@@ -319,6 +326,9 @@ class Params:
         steps = getattr(getattr(self, section), name)
         bad = [s for s in self.generate.snapshot_steps if s > steps]
         _check(not bad, "generate.snapshot_steps", f"{bad} exceed {key}={steps}")
+        _check(self.generate.n >= self.evaluate.longrun_n, "generate.n",
+               f"={self.generate.n} is below evaluate.longrun_n={self.evaluate.longrun_n}: the long-run check "
+               "continues that many of the generated chains (lower evaluate.longrun_n or raise generate.n)")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -336,6 +346,8 @@ def _check(ok: bool, key: str, message: str) -> None:
 
 def _build(cls, raw, prefix: str):
     """Build dataclass ``cls`` from a mapping, converting lists to tuples and nested sections."""
+    if raw is None and prefix:  # `evaluate:` with nothing under it, or `evaluate: null`
+        raise ConfigError(prefix, "is empty (null): give its keys, or delete the section to take the recipe's defaults")
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -343,13 +355,18 @@ def _build(cls, raw, prefix: str):
     known = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(raw) - set(known))
     if unknown:
-        where = f"{prefix}." if prefix else ""
-        raise ConfigError(", ".join(where + k for k in unknown), "is not a known key")
+        keys = [f"{prefix}.{k}" if prefix else k for k in unknown]
+        pruned = [k for k in keys if k in PRUNED]
+        why = (f" ({', '.join(pruned)}: a lead that was measured and not adopted, removed after commit 2d7e7ea; "
+               "docs/experiments.md has its write-up)") if pruned else ""
+        raise ConfigError(", ".join(keys), f"is not a known key{why}")
     hints = typing.get_type_hints(cls)
     kwargs = {}
     for name, value in raw.items():
         key = f"{prefix}.{name}" if prefix else name
         kwargs[name] = _coerce(hints[name], value, key)
+        if name == "seed" and not 0 <= kwargs[name] <= MAX_SEED:
+            raise ConfigError(key, f"must be in [0, 2**32 - 1] (NumPy and TensorFlow seeds); got {kwargs[name]}")
     try:
         return cls(**kwargs)
     except ConfigError as err:
@@ -388,6 +405,8 @@ def _coerce(hint, value, key: str):
                 raise ConfigError(key, f"must be a number; got {value!r}") from None
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(key, f"must be a number; got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(key, f"must be a finite number; got {value!r}")
         return float(value)
     if hint is str:
         if not isinstance(value, str):

@@ -42,6 +42,11 @@ def elastic(x: np.ndarray, rng: np.random.Generator, alpha: float = 10.0, sigma:
 
 def blend(x: np.ndarray, y: np.ndarray, rng: np.random.Generator, weight: float = 0.5) -> np.ndarray:
     """Each digit averaged with a random digit of another class (``weight`` on the first)."""
+    if len(np.unique(y)) < 2:
+        from ebm.errors import DataError
+
+        raise DataError(f"blending digits of two classes needs at least two classes; the {len(y)} digits given are "
+                        f"all {np.unique(y).tolist()} (a split cut too small: raise data.max_train / data.max_test)")
     partner = np.empty(len(x), np.int64)
     for i, label in enumerate(y):
         others = np.flatnonzero(y != label)

@@ -16,6 +16,7 @@ import numpy as np
 
 from ebm.config import DataConfig
 from ebm.errors import DataError
+from ebm.io import save_npz_atomic
 
 IMAGE_SIZE = 32
 IMAGE_SHAPE = (IMAGE_SIZE, IMAGE_SIZE, 1)  # every family's images: 28x28 digits padded with -1, in [-1, 1]
@@ -107,7 +108,8 @@ def load_keras_mnist(timeout_s: float = 20.0) -> tuple[Split, Split]:
 
 
 def load_npz(path: str | Path) -> tuple[Split, Split]:
-    """A local .npz with uint8 ``x_train``, ``x_test`` (N, 28, 28); ``y_train``/``y_test`` optional."""
+    """A local .npz with uint8 ``x_train``, ``x_test`` (N, 28, 28) and integer labels 0-9
+    ``y_train``, ``y_test`` (the classifier stage, the pipeline's judge, trains on them)."""
     path = Path(path)
     where = f"data.npz_path={path}"
     if not path.is_file():
@@ -116,20 +118,33 @@ def load_npz(path: str | Path) -> tuple[Split, Split]:
         with np.load(path, allow_pickle=False) as f:
             arrays = {k: f[k] for k in f.files}
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
-        raise DataError(f"{where}: not a readable .npz file ({err})") from err
+        raise DataError(f"{where}: not a readable .npz file ({npz_reason(err)}); write one with "
+                        "numpy.savez(path, x_train=..., y_train=..., x_test=..., y_test=...)") from err
     missing = [k for k in ("x_train", "x_test") if k not in arrays]
     if missing:
         raise DataError(f"{where}: missing key(s) {', '.join(missing)}; found {sorted(arrays)}")
+    images = {part: _check_images(arrays[f"x_{part}"], f"x_{part}", where) for part in ("train", "test")}
+    if missing := [k for k in ("y_train", "y_test") if k not in arrays]:
+        raise DataError(f"{where}: missing key(s) {', '.join(missing)}; found {sorted(arrays)} (the labels are "
+                        "needed: the classifier stage, the pipeline's judge, trains on them)")
     splits = []
-    for part in ("train", "test"):
-        x = _check_images(arrays[f"x_{part}"], f"x_{part}", where)
-        y = arrays.get(f"y_{part}")
-        if y is None:
-            y = np.full(len(x), -1, dtype=np.int64)
-        elif y.shape != (len(x),):
+    for part, x in images.items():
+        y = arrays[f"y_{part}"]
+        if y.shape != (len(x),):
             raise DataError(f"{where}: y_{part} must have shape ({len(x)},); got {y.shape}")
+        if not np.issubdtype(y.dtype, np.integer):
+            raise DataError(f"{where}: y_{part} must hold integer class labels 0-9; got dtype {y.dtype}")
+        if (bad := np.unique(y[(y < 0) | (y > 9)])).size:
+            raise DataError(f"{where}: y_{part} must hold class labels 0-9; found {bad[:5].tolist()}")
         splits.append(Split(preprocess(x), y.astype(np.int64)))
     return splits[0], splits[1]
+
+
+def npz_reason(err: Exception) -> str:
+    """Why numpy could not read a file, without numpy's advice to load pickled data (never taken here)."""
+    if "pickle" in str(err):
+        return "it is not a zip of arrays: numpy took it for pickled data"
+    return f"{type(err).__name__}: {str(err).splitlines()[0][:200]}" if str(err) else type(err).__name__
 
 
 def load_source(cfg: DataConfig) -> tuple[Split, Split]:
@@ -152,8 +167,7 @@ def _first(split: Split, n: int, seed: int) -> Split:
 
 
 def save_split(split: Split, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(path, x=split.x, y=split.y)
+    save_npz_atomic(path, x=split.x, y=split.y)
 
 
 def input_datasets(cfg: DataConfig, folder: Path, **contexts: str) -> dict[str, tuple[str, Path]]:
@@ -172,7 +186,7 @@ def load_split(path: str | Path) -> Split:
         with np.load(path, allow_pickle=False) as f:
             x, y = f["x"], f["y"]
     except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as err:
-        raise DataError(f"prepared data {path} is corrupt ({err}): rerun the prepare stage") from err
+        raise DataError(f"prepared data {path} is corrupt ({npz_reason(err)}): rerun the prepare stage") from err
     if x.ndim != 4 or x.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE, 1) or x.dtype != np.float32:
         raise DataError(f"prepared data {path}: expected float32 (N, 32, 32, 1); got {x.dtype} {x.shape}")
     bad = ~np.isfinite(x) | (np.abs(x) > 1.0)

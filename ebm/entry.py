@@ -44,10 +44,15 @@ def main(stage_fn, paths_cls, argv=None) -> None:
     args = vars(parser.parse_args(argv))
     quiet_tensorflow()
     from ebm.config import ConfigError, load_params
-    from ebm.errors import DataError, ModelFileError, SamplingDiverged, TrainingDiverged
+    from ebm.errors import (DataError, ModelFileError, SamplingDiverged, TrackingStoreError, TrainingDiverged,
+                            disk_full_message)
 
     try:
         params = load_params(args.pop("params"))
         stage_fn(params, paths_cls(**args))
-    except (ConfigError, DataError, ModelFileError, SamplingDiverged, TrainingDiverged) as err:
+    except (ConfigError, DataError, ModelFileError, SamplingDiverged, TrainingDiverged, TrackingStoreError) as err:
         sys.exit(f"error: {err}")
+    except OSError as err:
+        if (message := disk_full_message(err)) is None:
+            raise
+        sys.exit(f"error: {message}")

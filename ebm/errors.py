@@ -16,3 +16,19 @@ class TrainingDiverged(RuntimeError):
 
 class SamplingDiverged(RuntimeError):
     """A sampling chain produced non-finite energies: the model file is broken."""
+
+
+class TrackingStoreError(RuntimeError):
+    """The MLflow tracking store cannot be opened or written (a corrupt ``mlflow.db``, a server
+    that does not answer)."""
+
+
+def disk_full_message(err: OSError) -> str | None:
+    """The user's message for a write that failed because the disk is full (ENOSPC), else None."""
+    import errno
+
+    if err.errno != errno.ENOSPC:
+        return None
+    where = f" writing {err.filename}" if err.filename else ""
+    return (f"no space left on the device{where}: free some space and rerun; the outputs already saved are "
+            "unchanged (every stage writes its files whole or not at all)")

@@ -28,6 +28,15 @@ def write_atomic(path: str | Path, write) -> Path:
     return path
 
 
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    return write_atomic(path, lambda tmp: tmp.write_text(text))
+
+
+def write_csv_atomic(path: str | Path, frame) -> Path:
+    """A pandas frame as CSV (no index), atomically."""
+    return write_atomic(path, lambda tmp: frame.to_csv(tmp, index=False))
+
+
 def save_npz_atomic(path: str | Path, **arrays) -> Path:
     """``np.savez_compressed(path, **arrays)`` through a temporary file and a rename."""
     return write_atomic(path, lambda tmp: np.savez_compressed(tmp, **arrays))

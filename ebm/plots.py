@@ -13,6 +13,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from ebm.io import write_atomic  # noqa: E402
+
 
 @contextlib.contextmanager
 def _figure(path: str | Path, nrows: int = 1, ncols: int = 1, figsize=(6, 3.5)):
@@ -51,10 +53,8 @@ def tile(images: np.ndarray, ncols: int | None = None, pad: int = 2) -> np.ndarr
 
 def save_grid(images: np.ndarray, path: str | Path, ncols: int | None = None, scale: int = 3) -> Path:
     """A square-ish grid of images, upscaled ``scale`` times (nearest neighbour), as PNG."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    grid_image(images, ncols, scale).save(path, compress_level=3)  # a third of the default's time, files ~15% larger
-    return path
+    image = grid_image(images, ncols, scale)  # compress level 3: a third of the default's time, files ~15% larger
+    return write_atomic(path, lambda tmp: image.save(tmp, compress_level=3))
 
 
 def grid_image(images: np.ndarray, ncols: int | None = None, scale: int = 3):
@@ -150,15 +150,13 @@ def save_gif(frames: Mapping[int, np.ndarray], path: str | Path, scale: int = 3,
     """An animated GIF: each frame tiles the chains (one row) at one step; the last frame lingers."""
     from PIL import Image
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     images = []
     for step in sorted(frames):
         mosaic = tile(frames[step], ncols=len(frames[step]))
         images.append(Image.fromarray(mosaic).resize((mosaic.shape[1] * scale, mosaic.shape[0] * scale), Image.NEAREST))
     durations = [ms_per_frame] * (len(images) - 1) + [1500]
-    images[0].save(path, save_all=True, append_images=images[1:], duration=durations, loop=0)
-    return path
+    return write_atomic(path, lambda tmp: images[0].save(tmp, save_all=True, append_images=images[1:],
+                                                        duration=durations, loop=0))
 
 
 def save_chain_health(table: Mapping[str, np.ndarray], path: str | Path, xlabel: str = "Langevin step",

@@ -8,6 +8,8 @@ import mimetypes
 from pathlib import Path
 from typing import Mapping, Sequence
 
+from ebm.io import write_text_atomic
+
 SECTIONS = ("Metrics", "Samples", "What the classifier reads", "Langevin chains", "Training", "Energies",
             "Out-of-distribution detection", "Chain health", "Coverage and memorisation", "Long-run check")
 
@@ -47,7 +49,4 @@ def render(title: str, meta: Mapping[str, str], sections: Mapping[str, Sequence[
 
 
 def write(path: str | Path, title: str, meta: Mapping[str, str], sections: Mapping[str, Sequence[str]]) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render(title, meta, sections))
-    return path
+    return write_text_atomic(path, render(title, meta, sections))

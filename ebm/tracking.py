@@ -44,6 +44,8 @@ import numpy as np
 import yaml
 
 from ebm.config import Params, flatten
+from ebm.errors import TrackingStoreError
+from ebm.io import write_text_atomic
 
 STORE_FILE = "mlflow.db"
 ARTIFACT_DIR = "mlartifacts"
@@ -134,7 +136,11 @@ class Tracker:
         self.root = root or repo_root()
         self.uri = tracking_uri(self.root)
         with store_lock(self.uri):  # opening a new SQLite store creates its tables: one process at a time
-            self.client = MlflowClient(tracking_uri=self.uri)
+            try:
+                self.client = MlflowClient(tracking_uri=self.uri)
+                self.client.search_experiments(max_results=1)
+            except Exception as err:  # sqlalchemy, MLflow and HTTP errors alike: the store is the problem
+                raise TrackingStoreError(store_problem(self.uri, err)) from err
 
     def locked(self):
         return store_lock(self.uri)
@@ -269,8 +275,7 @@ def stage_run(stage: str, params: Params, section: Mapping | None = None, record
             tracker._log_params(run_id, flatten(dict(section)))
         tracker.client.update_run(parent, status="RUNNING")
     if record:
-        record.parent.mkdir(parents=True, exist_ok=True)
-        record.write_text(json.dumps({"stage": stage, "run_id": run_id, "parent_run_id": parent}) + "\n")
+        write_text_atomic(record, json.dumps({"stage": stage, "run_id": run_id, "parent_run_id": parent}) + "\n")
     run = StageRun(tracker, run_id, parent)
     # our own handlers, whatever the parent left: a background job of a non-interactive shell
     # starts with SIGINT ignored, and Python then installs no KeyboardInterrupt handler
@@ -410,6 +415,16 @@ def _save_keras_model(path, **kwargs):
 # mlflow.keras.log_model, except that the model's folder exists before its input example is written
 # (mlflow.keras.save_model writes the example first: mlflow/mlflow#16183, still open in MLflow 3.18)
 _KERAS_FLAVOR = types.SimpleNamespace(__name__="mlflow.keras", save_model=_save_keras_model)
+
+
+def store_problem(uri: str, err: Exception) -> str:
+    """What to tell a user whose tracking store ``uri`` failed with ``err``, and how to move past it."""
+    first = (str(err).strip().splitlines() or [""])[0][:200]
+    local = _local_sqlite(uri)
+    fix = (f"move {local} aside (the next stage creates a new store; the runs in it are then not shown) or "
+           "point MLFLOW_TRACKING_URI at another store") if local else \
+        "check that the server runs and answers, or point MLFLOW_TRACKING_URI at another store"
+    return f"the MLflow tracking store {uri} cannot be used ({type(err).__name__}: {first}): {fix}"
 
 
 def _user() -> str:

@@ -56,6 +56,19 @@ def test_the_code_defaults_are_the_recipe_in_params_yaml():
         ({"train": {"persistent_chains": 4, "batch_size": 64, "persistent_share": 0.25}}, "train.persistent_chains"),
         ({"model": {"family": "rbm"}, "generate": {"gibbs_steps": 10, "snapshot_steps": [0, 20]}},
          "generate.snapshot_steps"),
+        # values that once passed and then crashed a stage or gave a silent wrong answer
+        ({"sampler": {"noise": float("inf")}}, "sampler.noise"),
+        ({"sampler": {"step_size": float("inf")}}, "sampler.step_size"),
+        ({"train": {"max_abs_energy": float("nan")}}, "train.max_abs_energy"),
+        ({"train": {"seed": -1}}, "train.seed"),
+        ({"data": {"seed": -5}}, "data.seed"),
+        ({"classifier": {"seed": 2**40}}, "classifier.seed"),
+        ({"generate": {"snapshot_steps": []}}, "generate.snapshot_steps"),
+        ({"generate": {"n": 1}}, "generate.n"),
+        ({"generate": {"n": 7}}, "generate.n"),  # below evaluate.longrun_n
+        ({"data": {"max_test": 1}}, "data.max_test"),
+        ({"classifier": {"calibration_fraction": 0.99}}, "classifier.calibration_fraction"),
+        ({"evaluate": None}, "evaluate"),
     ],
 )
 def test_bad_params_name_the_key(raw, key):
@@ -69,6 +82,18 @@ def test_a_negative_persistent_from_counts_back_from_the_last_epoch(epochs, star
     t = parse_params({"train": {"persistent_chains": 512, "persistent_from": -35, "epochs": epochs}}).train
     assert t.persistent_start == start
     assert parse_params({"train": {"persistent_chains": 512, "persistent_from": 20}}).train.persistent_start == 20
+
+
+@pytest.mark.parametrize("raw, message", [
+    ({"sampler": {"noise": float("inf")}}, "must be a finite number; got inf"),
+    ({"train": {"seed": -1}}, "must be in [0, 2**32 - 1]"),
+    ({"generate": {"n": 7}}, "=7 is below evaluate.longrun_n=500"),
+    ({"evaluate": None}, "is empty (null)"),
+])
+def test_bad_params_say_what_is_wrong(raw, message):
+    with pytest.raises(ConfigError) as err:
+        parse_params(raw)
+    assert message in str(err.value)
 
 
 def test_unknown_source_lists_the_valid_ones():

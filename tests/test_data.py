@@ -44,10 +44,11 @@ def _write_npz(path, **arrays):
 def test_npz_source_roundtrip(tmp_path):
     rng = np.random.default_rng(0)
     path = _write_npz(tmp_path / "d.npz", x_train=rng.integers(0, 256, (7, 28, 28), dtype=np.uint8),
-                      x_test=rng.integers(0, 256, (3, 28, 28), dtype=np.uint8), y_train=np.arange(7))
+                      x_test=rng.integers(0, 256, (3, 28, 28), dtype=np.uint8), y_train=np.arange(7),
+                      y_test=np.array([9, 0, 4], np.uint8))
     train, test = data.load_npz(path)
     assert train.x.shape == (7, 32, 32, 1) and test.x.shape == (3, 32, 32, 1)
-    assert train.y.tolist() == list(range(7)) and test.y.tolist() == [-1, -1, -1]
+    assert train.y.tolist() == list(range(7)) and test.y.tolist() == [9, 0, 4] and test.y.dtype == np.int64
 
 
 @pytest.mark.parametrize(
@@ -56,6 +57,12 @@ def test_npz_source_roundtrip(tmp_path):
         ({"x_train": np.zeros((2, 28, 28), np.uint8)}, "missing key(s) x_test"),
         ({"x_train": np.zeros((2, 28, 28), np.float32), "x_test": np.zeros((2, 28, 28), np.uint8)}, "uint8"),
         ({"x_train": np.zeros((2, 32, 32), np.uint8), "x_test": np.zeros((2, 28, 28), np.uint8)}, "(N, 28, 28)"),
+        ({"x_train": np.zeros((2, 28, 28), np.uint8), "x_test": np.zeros((2, 28, 28), np.uint8)},
+         "missing key(s) y_train, y_test"),  # the judge trains on labels
+        ({**{f"x_{s}": np.zeros((2, 28, 28), np.uint8) for s in ("train", "test")},
+          "y_train": np.array([1.0, np.nan]), "y_test": np.array([1, 2])}, "y_train must hold integer class labels"),
+        ({**{f"x_{s}": np.zeros((2, 28, 28), np.uint8) for s in ("train", "test")},
+          "y_train": np.array([1, 2]), "y_test": np.array([10, -1])}, "y_test must hold class labels 0-9; found [-1, 10]"),
     ],
 )
 def test_bad_npz_names_the_problem(tmp_path, arrays, message):
@@ -74,6 +81,12 @@ def test_missing_and_corrupt_files(tmp_path):
         data.load_npz(corrupt)
     with pytest.raises(data.DataError, match="corrupt"):
         data.load_split(corrupt)
+    text = tmp_path / "t.npz"  # numpy takes text for pickled data and suggests loading it unsafely: never passed on
+    text.write_text("x_train,y_train\n1,2\n")
+    for load in (data.load_npz, data.load_split):
+        with pytest.raises(data.DataError) as err:
+            load(text)
+        assert "pickled data" in str(err.value) and "allow_pickle" not in str(err.value)
 
 
 def test_offline_mnist_fails_fast_naming_alternatives(monkeypatch):

@@ -108,6 +108,13 @@ def test_energy_network_shape_and_checkpoint_roundtrip(tmp_path):
 def test_bad_model_files(tmp_path):
     with pytest.raises(ModelFileError, match="not found"):
         load_model(tmp_path / "missing.keras")
+    from ebm.classifier import build_classifier
+
+    judge = tmp_path / "classifier.keras"
+    build_classifier(1, 4)[0].save(judge)
+    with pytest.raises(ModelFileError) as err:  # the judge given where an energy model belongs
+        load_model(judge)
+    assert "is the classifier stage's judge" in str(err.value) and "Could not locate" not in str(err.value)
     bad = tmp_path / "bad.keras"
     bad.write_bytes(b"garbage")
     with pytest.raises(ModelFileError, match="could not be loaded"):

@@ -381,3 +381,23 @@ def test_workers_that_open_a_new_store_at_once_all_get_it(tmp_path):
     assert [w.returncode for w in workers] == [0] * 4, "\n".join(outputs)
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     assert len(client.search_runs([client.get_experiment_by_name("race").experiment_id])) == 4
+
+
+@pytest.mark.parametrize("damage", ["zeroed header", "truncated"])
+def test_a_corrupt_store_is_named_with_the_way_out(tmp_path, mlflow_store, damage):
+    from ebm.errors import TrackingStoreError
+
+    tracking.Tracker()  # a real store with its tables
+    db = tmp_path / "mlflow.db"
+    data = db.read_bytes()
+    db.write_bytes(b"\0" * 100 + data[100:] if damage == "zeroed header" else data[:len(data) // 3])
+    with pytest.raises(TrackingStoreError) as err:
+        tracking.Tracker()
+    message = str(err.value)
+    assert f"the MLflow tracking store {mlflow_store} cannot be used" in message
+    assert f"move {db} aside" in message and "MLFLOW_TRACKING_URI" in message
+    # the console script says the same in one line, no traceback (the stages' entry likewise)
+    out = subprocess.run([os.path.join(os.path.dirname(sys.executable), "ebm"), "runs"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1 and "error: the MLflow tracking store" in out.stderr
+    assert "Traceback" not in out.stderr, out.stderr[-2000:]

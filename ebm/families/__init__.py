@@ -111,10 +111,28 @@ def load_model_file(path: str | Path, missing_hint: str = "run the train stage (
     try:
         return keras.saving.load_model(path, compile=False)
     except (OSError, ValueError, zipfile.BadZipFile, KeyError, TypeError) as err:
-        raise ModelFileError(f"model file {path} could not be loaded ({type(err).__name__}: {err})") from err
+        first = (str(err).strip().splitlines() or [""])[0][:300]  # Keras appends the whole config: kept out
+        raise ModelFileError(f"model file {path} could not be loaded ({type(err).__name__}: {first})") from err
+
+
+OTHER_MODELS = {"TemperedMean": "the classifier stage's judge (models/classifier.keras)"}  # a class -> what holds it
+
+
+def _known_other_model(path: Path) -> str | None:
+    """What a ``.keras`` file is when its config names a class of a model of this project that
+    is not an energy model (the classifier), else None (also for files that are no zip)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            config = archive.read("config.json").decode("utf-8", "replace")
+    except (OSError, KeyError, zipfile.BadZipFile):
+        return None
+    return next((what for name, what in OTHER_MODELS.items() if f'"{name}"' in config), None)
 
 
 def load_model(path: str | Path):
     """The model file written by the train stage and its family: ``(family, model)``."""
+    if (other := _known_other_model(Path(path))) is not None:
+        raise ModelFileError(f"model file {path} is {other}, not an energy model: give the train stage's model "
+                             f"(models/<model.family>/energy.keras)")
     model = load_model_file(path)
     return family_of(model, path), model

@@ -15,6 +15,7 @@ import numpy as np
 
 from ebm import data as data_lib
 from ebm.config import Params
+from ebm.io import save_model_atomic, write_text_atomic
 from ebm.pipeline.paths import ClassifierPaths
 
 
@@ -30,8 +31,6 @@ def classifier(params: Params, paths: ClassifierPaths) -> dict:
     c = params.classifier
     train = data_lib.load_split(paths.data / "train.npz")
     test = data_lib.load_split(paths.data / "test.npz")
-    if (train.y < 0).any() or (test.y < 0).any():
-        raise data_lib.DataError("the classifier stage needs labels: the npz source must hold y_train and y_test")
     with stage_run("classifier", params, asdict(c), paths.record, upstream=("prepare",)) as run:
         run.datasets(data_lib.input_datasets(params.data, paths.data, training="train", validation="test"))
         keras.utils.set_random_seed(c.seed)
@@ -50,10 +49,8 @@ def classifier(params: Params, paths: ClassifierPaths) -> dict:
             summary[f"confident_{name.replace(' ', '_')}"] = metrics.confident_share(predict_probs(model, broken))
         for epoch, (loss, val) in enumerate(zip(history["loss"], history["val_loss"]), start=1):
             run.metrics({"loss": loss, "val_loss": val}, step=epoch)
-        paths.model.parent.mkdir(parents=True, exist_ok=True)
-        model.save(paths.model)
-        paths.metrics.parent.mkdir(parents=True, exist_ok=True)
-        paths.metrics.write_text(json.dumps(summary, indent=2) + "\n")
+        save_model_atomic(model, paths.model)
+        write_text_atomic(paths.metrics, json.dumps(summary, indent=2) + "\n")
         run.metrics(summary)
         run.artifact(paths.metrics)
     print(f"classifier: test accuracy {summary['test_accuracy']:.4f} in {summary['seconds']:.0f} s -> {paths.model}")

@@ -10,6 +10,7 @@ import numpy as np
 from ebm import data as data_lib
 from ebm import families
 from ebm.config import Params
+from ebm.io import write_csv_atomic, write_text_atomic
 from ebm.pipeline.generate import load_samples
 from ebm.pipeline.paths import EvaluatePaths
 
@@ -41,12 +42,10 @@ def evaluate(params: Params, paths: EvaluatePaths, network=None, track: bool = T
                                      longrun_n=e.longrun_n, gates=longrun_gates(params), batch_size=e.batch_size,
                                      test_y=test.y, floor_draws=e.floor_draws)
         metrics = {**result.metrics, **scoring.metrics}
-        paths.metrics.parent.mkdir(parents=True, exist_ok=True)
-        paths.metrics.write_text(json.dumps(metrics, indent=2) + "\n")
+        write_text_atomic(paths.metrics, json.dumps(metrics, indent=2) + "\n")
         ood = pd.DataFrame({"outliers": list(result.ood_auroc), "auroc": list(result.ood_auroc.values()),
                             "mean_energy": [float(v.mean()) for v in result.ood_energies.values()]})
-        paths.ood.parent.mkdir(parents=True, exist_ok=True)
-        ood.to_csv(paths.ood, index=False)
+        write_csv_atomic(paths.ood, ood)
         gate = (e.longrun_max_fid_ratio * metrics["longrun_fid_floor"]) if "longrun_fid_floor" in metrics else None
         figures = draw_figures(result, samples, pd.read_csv(paths.history), paths, family.unit(params),
                                family.unit_name(sampler=True), gate)
@@ -55,7 +54,7 @@ def evaluate(params: Params, paths: EvaluatePaths, network=None, track: bool = T
         run.metrics(metrics, on_parent=True)
         if result.longrun_curve is not None:
             curve = result.longrun_curve
-            curve.to_csv(paths.figures / "longrun_curve.csv", index=False)
+            write_csv_atomic(paths.figures / "longrun_curve.csv", curve)
             run.artifact(paths.figures / "longrun_curve.csv")
             for row in curve.itertuples(index=False):  # MLflow x axis: the chains' length in sampler steps
                 run.metrics({f"longrun_curve_{k}": getattr(row, k) for k in ("fid", "energy", "confident_share",

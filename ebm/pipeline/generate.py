@@ -39,4 +39,5 @@ def load_samples(path: Path) -> np.ndarray:
         with np.load(path, allow_pickle=False) as f:
             return f["samples"]
     except (OSError, ValueError, KeyError) as err:
-        raise data_lib.DataError(f"samples {path} are corrupt ({err}): rerun the generate stage") from err
+        raise data_lib.DataError(f"samples {path} are corrupt ({data_lib.npz_reason(err)}): "
+                                 "rerun the generate stage") from err

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from ebm import families
-from ebm.io import write_atomic
+from ebm.io import write_csv_atomic, write_text_atomic
 from ebm.config import Params
 from ebm.pipeline.paths import TrainPaths
 
@@ -21,9 +21,9 @@ def train(params: Params, paths: TrainPaths, verbose: int | None = None) -> dict
     if not summary.get("outputs", True):  # a non-chief worker: the chief writes the files
         return summary
     text = json.dumps(train_metrics(summary, paths.history, family.objective), indent=2) + "\n"
-    write_atomic(paths.metrics_file, lambda tmp: tmp.write_text(text))
+    write_text_atomic(paths.metrics_file, text)
     curve = objective_curve(paths.history, family.objective)
-    write_atomic(paths.objective_file, lambda tmp: curve.to_csv(tmp, index=False))
+    write_csv_atomic(paths.objective_file, curve)
     return summary
 
 

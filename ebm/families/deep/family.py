@@ -72,7 +72,7 @@ class DeepFamily:
 
         from ebm.families.deep.network import chain_energy
         from ebm.families.deep.sampler import trace_table
-        from ebm.io import save_npz_atomic
+        from ebm.io import save_npz_atomic, write_csv_atomic
         from ebm.plots import save_chain_figure, save_chain_health, save_gif, save_grid
 
         g, steps = params.generate, params.sampler.steps
@@ -94,8 +94,7 @@ class DeepFamily:
         shown = sorted(set(g.snapshot_steps))
         save_npz_atomic(paths.samples, samples=samples, snapshot_steps=np.array(shown),
                         snapshots=np.stack([snaps[s] for s in shown]))
-        paths.health.parent.mkdir(parents=True, exist_ok=True)
-        health.to_csv(paths.health, index=False)
+        write_csv_atomic(paths.health, health)
         save_grid(samples[:100], paths.grid, ncols=10)
         save_chain_figure({s: snaps[s] for s in shown}, paths.chains, chains=g.chains_shown)
         save_gif({s: snaps[s] for s in gif_steps if s in snaps} | {steps: snaps[steps]}, paths.gif)

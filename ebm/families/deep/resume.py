@@ -175,3 +175,42 @@ def load(path: str | Path, key: str) -> TrainingState:
         raise ResumeError(f"the training state {path} belongs to other params or data "
                           f"(key {meta.get('key')}, expected {key})")
     return TrainingState(int(meta["epoch"]), meta["history"], arrays)
+
+
+@dataclass
+class SavedState:
+    """One run's saved state in :func:`resume_dir` (with its staged snapshots folder, if any)."""
+
+    path: Path
+    epoch: int | None  # epochs completed; None: unreadable
+    bytes: int
+    modified: float  # seconds since the epoch
+
+    @property
+    def snapshots(self) -> Path:
+        return self.path.with_name(self.path.stem.replace("train-", "snapshots-", 1))
+
+
+def saved_states(folder: Path | None = None) -> list[SavedState]:
+    """The states of runs that stopped before the end (a kill, a divergence, an error): a
+    completed run deletes its own, so these wait for a rerun with the same params and data."""
+    folder = folder or resume_dir()
+    found = []
+    for path in sorted(folder.glob("train-*.npz")):
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                epoch = int(json.loads(str(z["__meta__"]))["epoch"])
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile, json.JSONDecodeError):
+            epoch = None
+        stat = path.stat()
+        state = SavedState(path, epoch, stat.st_size, stat.st_mtime)
+        state.bytes += sum(f.stat().st_size for f in state.snapshots.glob("*") if f.is_file())
+        found.append(state)
+    return found
+
+
+def remove(state: SavedState) -> None:
+    import shutil
+
+    state.path.unlink(missing_ok=True)
+    shutil.rmtree(state.snapshots, ignore_errors=True)

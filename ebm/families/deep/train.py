@@ -101,7 +101,6 @@ def train(params: Params, paths: TrainPaths, verbose: int | None = None) -> dict
     train_split, test_split = (data_lib.load_split(f) for f in data_files)
     if len(train_split.x) < t.batch_size:
         raise ConfigError("train.batch_size", f"={t.batch_size} exceeds the {len(train_split.x)} training images")
-    labelled = bool((train_split.y >= 0).all())
     steps_per_epoch = len(train_split.x) // t.batch_size
 
     def batches(first_epoch: int):
@@ -144,9 +143,8 @@ def train(params: Params, paths: TrainPaths, verbose: int | None = None) -> dict
             callbacks.insert(callbacks.index(keeper), WeightSnapshots(staged, t.snapshot_every, checkpoint))
         if model.buffer.persistent_wait:  # sets the switch before each epoch's first batch
             callbacks.append(PersistentStart(model.buffer, t.persistent_start))
-        if labelled:  # watch the buffer's class coverage
-            callbacks.insert(0, BufferCoverage(train_split.x, train_split.y, t.monitor_every,
-                                                       min(t.monitor_n, t.buffer_size), seed=t.seed))
+        callbacks.insert(0, BufferCoverage(train_split.x, train_split.y, t.monitor_every,  # the buffer's classes
+                                           min(t.monitor_n, t.buffer_size), seed=t.seed))
         keeper.set_model(model)
         first = resume_from(state_path, key, model, history, run) if resume.resume_enabled() else 0
         guard.seed(history.rows)

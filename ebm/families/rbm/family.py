@@ -164,7 +164,7 @@ class RBMFamily:
         """Block Gibbs chains from random bits; the same outputs as the deep EBM's generate stage."""
         import pandas as pd
 
-        from ebm.io import save_npz_atomic
+        from ebm.io import save_npz_atomic, write_csv_atomic
         from ebm.plots import save_chain_figure, save_chain_health, save_gif, save_grid
 
         g = params.generate
@@ -182,8 +182,7 @@ class RBMFamily:
                                "energy_std": [float(np.std(energies[s])) for s in marks]})
         save_npz_atomic(paths.samples, samples=samples, snapshot_steps=np.array(shown),
                         snapshots=np.stack([snaps[s] for s in shown]))
-        paths.health.parent.mkdir(parents=True, exist_ok=True)
-        health.to_csv(paths.health, index=False)
+        write_csv_atomic(paths.health, health)
         save_grid(samples[:100], paths.grid, ncols=10)
         save_chain_figure({s: snaps[s] for s in shown}, paths.chains, chains=g.chains_shown,
                           title=f"{self.name.upper()}: {self.chains_what} from random starts (column = sweep; "
