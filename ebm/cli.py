@@ -132,7 +132,8 @@ def evaluate(
         e = EvaluatePaths(data=data, classifier=classifier, samples=g.samples, generate_reports=out,
                           negatives=out / "negatives.png", filters=out / "filters.png", history=out / "history.csv",
                           metrics=out / "metrics.json", figures=out / "figures", ood=out / "ood.csv",
-                          report=out / "report.html", record=out / "runs" / "evaluate.json")
+                          report=out / "report.html", record=out / "runs" / "evaluate.json",
+                          reference=Path("reference/draws.csv"))
         _history_of(model_uri, e.history)
         run_evaluate(p, e, network=network, track=False, title=f"Evaluation of {model_uri or model}")
     except (ConfigError, DataError, ModelFileError) as err:
@@ -281,11 +282,14 @@ def compare(
     descending: bool = typer.Option(False, help="sort high to low"),
     fmt: str = typer.Option("table", "--format", help="table, csv or markdown"),
     out: Path = typer.Option(None, help="write to this file instead of the terminal"),
+    draws: bool = typer.Option(False, "--draws", help="one row per run, instead of one per recipe"),
 ) -> None:
-    """Rank pipeline runs (one per DVC experiment): varying params, metrics, run ids."""
+    """Rank recipes: the runs whose params differ only by seeds in one row (n, mean, sd, 95%
+    interval and worst draw of each metric, and whether each row is within noise of the best);
+    --draws lists every pipeline run (one per DVC experiment) instead."""
     import mlflow
 
-    from ebm.compare import experiments_table, render
+    from ebm.compare import experiments_table, recipes_table, render
     from ebm.tracking import Tracker
 
     tracker = Tracker()
@@ -293,16 +297,55 @@ def compare(
     names = _experiments(tracker, experiment, all_experiments)
     runs_df = mlflow.search_runs(experiment_names=names)
     try:
-        table = experiments_table(runs_df, sort_by=sort if sort else None, ascending=not descending)
+        rank = experiments_table if draws else recipes_table
+        table = rank(runs_df, sort_by=sort if sort else None, ascending=not descending)
         text = render(table, fmt)
     except (KeyError, ValueError) as err:
         _fail(str(err))
         return
     if out:
         out.write_text(text if text.endswith("\n") else text + "\n")
-        typer.echo(f"{len(table)} experiment(s) -> {out}")
+        typer.echo(f"{len(table)} {'experiment' if draws else 'recipe'}(s) -> {out}")
     else:
         typer.echo(text)
+
+
+@app.command("reference-draws")
+def reference_draws_command(
+    experiment: str = typer.Option(None, help="MLflow experiment (default: this commit's, see tracking.experiment)"),
+    all_experiments: bool = typer.Option(False, "--all", help="the runs of every experiment"),
+    out: Path = typer.Option(Path("reference/draws.csv"), help="the CSV the evaluate stage compares each run with"),
+) -> None:
+    """Write the finished pipeline runs as reference draws (recipe hash, seeds, CPU, key metrics):
+    the evaluate stage's report then says where a new run of the same recipe sits among them.
+    Commit the file with the recipe."""
+    import mlflow
+    import yaml
+
+    from ebm.compare import reference_draws
+    from ebm.config import ConfigError, parse_params
+    from ebm.tracking import Tracker
+
+    tracker = Tracker()
+    mlflow.set_tracking_uri(tracker.uri)
+    runs_df = mlflow.search_runs(experiment_names=_experiments(tracker, experiment, all_experiments))
+
+    def recipe_of(run_id: str) -> str:
+        tags = tracker.client.get_run(run_id).data.tags
+        if tags.get("ebm.recipe"):
+            return tags["ebm.recipe"]
+        try:  # a run logged before the tag: its params.yaml, validated as today
+            return parse_params(yaml.safe_load(Path(tracker.client.download_artifacts(run_id, "params.yaml")).read_text())
+                                ).recipe_digest()
+        except (OSError, ConfigError, yaml.YAMLError):
+            return "unknown"
+
+    if runs_df.empty:
+        _fail("no runs found")
+    table = reference_draws(runs_df, recipe_of)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out, index=False)
+    typer.echo(f"{len(table)} draw(s) of {table['recipe'].nunique()} recipe(s) -> {out}")
 
 
 @app.command()

@@ -338,6 +338,18 @@ class Params:
         blob = json.dumps(self.to_dict(), sort_keys=True, default=list)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
+    def recipe_digest(self) -> str:
+        """The hash of every param but the seeds (:func:`is_seed`): the same for every draw of
+        one recipe, so that runs group by it (``ebm compare``, MLflow's tag ``ebm.recipe``)."""
+        kept = {k: v for k, v in flatten(self.to_dict()).items() if not is_seed(k)}
+        return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def is_seed(key: str) -> bool:
+    """Whether a dotted params key is a seed (``train.seed``, ``generate.seed``, ``data.seed``, ...):
+    what changes between draws of one recipe."""
+    return key.rsplit(".", 1)[-1] == "seed"
+
 
 def _check(ok: bool, key: str, message: str) -> None:
     if not ok:

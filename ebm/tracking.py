@@ -199,6 +199,8 @@ class Tracker:
             "git.commit": commit or "unknown",
             "git.dirty": str(dirty).lower(),
             "params.hash": params.digest(),
+            "ebm.recipe": params.recipe_digest(),  # the same for every seed of a recipe: the UI's Group by
+            "ebm.cpu": cpu_name(),
             "ebm.family": params.model.family,
             "ebm.pipeline_key": self.pipeline_key(params),
         }
@@ -425,6 +427,18 @@ def store_problem(uri: str, err: Exception) -> str:
            "point MLFLOW_TRACKING_URI at another store") if local else \
         "check that the server runs and answers, or point MLFLOW_TRACKING_URI at another store"
     return f"the MLflow tracking store {uri} cannot be used ({type(err).__name__}: {first}): {fix}"
+
+
+def cpu_name() -> str:
+    """The CPU's model name (numbers differ between CPUs: every run names its own)."""
+    import platform
+
+    try:
+        with open("/proc/cpuinfo") as f:
+            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+    except OSError:
+        names = []
+    return (names[0] if names else platform.processor()) or "unknown"
 
 
 def _user() -> str:

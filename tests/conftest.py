@@ -31,7 +31,7 @@ def tiny_params_dict() -> dict:
     return p
 
 
-PROJECT_FILES = ["dvc.yaml", "stages", ".dvcignore", ".gitignore"]
+PROJECT_FILES = ["dvc.yaml", "stages", "reference", ".dvcignore", ".gitignore"]
 
 
 def sh(*cmd, cwd, env, timeout=600):

@@ -109,9 +109,10 @@ def test_dvc_plots_and_exp_show_read_every_output_without_an_error(baseline):
 
 @pytest.fixture(scope="module")
 def queued(baseline):
-    """One queue, two workers: a sampler sweep (two step sizes) and the RBM and DBN families."""
+    """One queue, two workers: a sampler sweep (two step sizes x two generation seeds: two recipes
+    of two draws each) and the RBM and DBN families."""
     repo, env, _ = baseline
-    sh("dvc", "exp", "run", "--queue", "-S", "sampler.step_size=2,7", cwd=repo, env=env)
+    sh("dvc", "exp", "run", "--queue", "-S", "sampler.step_size=2,7", "-S", "generate.seed=0,1", cwd=repo, env=env)
     for family in ("rbm", "dbn"):
         sh("dvc", "exp", "run", "--queue", "-n", family, "-S", f"model.family={family}", cwd=repo, env=env)
     return repo, env, run_queue(repo, env, workers=2)
@@ -119,12 +120,15 @@ def queued(baseline):
 
 def test_queued_sweep_with_two_workers_loses_no_run(queued):
     repo, env, status = queued
-    assert status.count("Success") == 4, failed_task_logs(repo, env, status)
+    assert status.count("Success") == 6, failed_task_logs(repo, env, status)
     runs = all_runs(repo)
     parents = runs[(runs["tags.ebm.role"] == "pipeline") & runs["params.sampler.step_size"].isin(["2.0", "7.0"])
                    & (runs["params.model.family"] == "deep")]
-    assert len(parents) == 2 and parents["metrics.test_cdiv"].notna().all()
-    assert parents["tags.dvc.exp_name"].nunique() == 2
+    assert len(parents) == 4 and parents["metrics.test_cdiv"].notna().all()
+    assert parents["tags.dvc.exp_name"].nunique() == 4
+    # MLflow groups the draws of a recipe: one ebm.recipe tag per step size, on both of its seeds
+    recipes = parents.groupby("tags.ebm.recipe")["params.sampler.step_size"].agg(lambda s: sorted(s))
+    assert sorted(recipes.tolist()) == [["2.0", "2.0"], ["7.0", "7.0"]]
     train_run = runs[(runs["tags.ebm.stage"] == "train") & (runs["tags.ebm.family"] == "deep")]
     assert len(train_run) == 1  # the sampler sweep reran only generate and evaluate ...
     for _, parent in parents.iterrows():
@@ -139,7 +143,12 @@ def test_queued_sweep_with_two_workers_loses_no_run(queued):
     out = subprocess.run([str(Path(sys.executable).parent / "ebm"), "compare", "--all", "--format", "csv"],
                          cwd=repo, env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.splitlines()[0].startswith("experiment,")
+    table = pd.read_csv(io.StringIO(out.stdout))
+    assert table.columns[:2].tolist() == ["experiment", "n"]
+    swept = table[table["sampler.step_size"].isin([2.0, 7.0]) & (table["model.family"] == "deep")]
+    assert sorted(swept["n"]) == [2, 2] and swept["fid_ci"].notna().all() and swept["fid_worst"].notna().all()
+    assert all(sorted(s.removeprefix("generate.seed=").split(",")) == ["0", "1"] for s in swept["seeds"])
+    assert table.loc[0, "fid_vs_best"] == "best"
 
 
 def test_rbm_and_dbn_run_from_params_alone_and_compare_with_the_deep_ebm(queued):

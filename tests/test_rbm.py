@@ -10,7 +10,7 @@ from scipy import stats
 from ebm.families.dbn.model import DBN
 from ebm.families.rbm.ais import ais_log_partition, base_rate_biases, exact_log_partition
 from ebm.families.rbm.data import binarize, intensities, to_images
-from ebm.families.rbm.gibbs import gibbs_chain
+from ebm.families.rbm.model import gibbs_chain
 from ebm.families.rbm.model import RBM, free_energy, pseudo_likelihood, sgd
 
 

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from ebm import pipeline, tracking
-from ebm.compare import experiments_table, render
+from ebm.compare import experiments_table, recipes_table, render
 from ebm.config import parse_params
 from ebm.families import load_model
 from tests.conftest import ROOT, http_get, start_mlflow_server, tiny_params_dict
@@ -307,6 +307,46 @@ def test_compare_ranks_pipeline_runs_and_keeps_only_varying_params():
         experiments_table(_fake_runs(), sort_by="fid")
 
 
+def _draws(recipes: dict[str, list[float]]) -> pd.DataFrame:
+    """Pipeline runs of recipes (step size -> FIDs of its draws, one train.seed each), without the
+    ebm.recipe tag (as runs logged before it) for the first recipe."""
+    rows = []
+    for r, (step, fids) in enumerate(recipes.items()):
+        for seed, fid in enumerate(fids):
+            rows.append({"run_id": f"id-{step}-{seed}", "tags.ebm.role": "pipeline", "tags.dvc.exp_name": f"e{step}-{seed}",
+                         "tags.git.commit": "abcdef0123", "params.sampler.step_size": step, "params.train.seed": str(seed),
+                         "params.generate.seed": "0", "tags.ebm.recipe": None if r == 0 else f"recipe-{step}",
+                         "params.rbm.hidden": None if r == 0 else "500",  # a param a run did not log
+                         "metrics.fid": fid, "metrics.coverage": 1.0 - fid / 100})
+    return pd.DataFrame(rows)
+
+
+def test_compare_puts_the_draws_of_a_recipe_in_one_row_with_their_spread():
+    runs = _draws({"2.0": [20.0, 22.0, 24.0], "5.0": [21.0, 23.0, 25.0], "10.0": [40.0, 41.0, 42.0], "7.0": [30.0]})
+    table = recipes_table(runs, sort_by="fid")
+    assert table["sampler.step_size"].tolist() == ["2.0", "5.0", "7.0", "10.0"]
+    assert table["n"].tolist() == [3, 3, 1, 3] and "train.seed" not in table
+    best = table.iloc[0]
+    assert best["experiment"] == "e2.0-0,e2.0-1,e2.0-2" and best["seeds"] == "train.seed=0,1,2"
+    assert best["fid"] == pytest.approx(22.0) and best["fid_sd"] == pytest.approx(2.0)
+    assert best["fid_ci"] == pytest.approx(4.303 * 2.0 / 3 ** 0.5, rel=1e-3)  # t(0.975, 2) = 4.303
+    assert best["fid_worst"] == 24.0 and best["coverage_worst"] == pytest.approx(0.76)  # worst: high FID, low coverage
+    assert table["fid_vs_best"].tolist() == ["best", "within noise", "one draw", "beyond noise"]
+    assert pd.isna(table.loc[2, "fid_ci"])  # one draw has no interval
+    assert recipes_table(runs, sort_by="fid")["run_id"].iloc[0] == "id-2.0-0,id-2.0-1,id-2.0-2"
+
+
+def test_the_recipe_hash_ignores_seeds_only():
+    base = parse_params(tiny_params_dict())
+    raw = tiny_params_dict()
+    raw["train"]["seed"], raw["generate"]["seed"], raw["data"]["seed"] = 3, 4, 5
+    other_draw = parse_params(raw)
+    raw["sampler"]["step_size"] = 5.0
+    other_recipe = parse_params(raw)
+    assert base.digest() != other_draw.digest() and base.recipe_digest() == other_draw.recipe_digest()
+    assert other_recipe.recipe_digest() != base.recipe_digest()
+
+
 def test_experiments_open_on_the_ml_runs_view(mlflow_store):
     """MLflow 3 lands on its GenAI overview unless told otherwise: experiments are tagged as model
     development and every link `ebm ui` prints asks for the runs table of the ML view."""
@@ -401,3 +441,25 @@ def test_a_corrupt_store_is_named_with_the_way_out(tmp_path, mlflow_store, damag
                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert out.returncode == 1 and "error: the MLflow tracking store" in out.stderr
     assert "Traceback" not in out.stderr, out.stderr[-2000:]
+
+
+def test_a_run_is_placed_among_the_reference_draws_of_its_recipe(tmp_path):
+    from ebm.compare import against_reference, reference_draws
+    from ebm.pipeline.evaluate import spread_paragraphs
+
+    runs = _draws({"2.0": [20.0, 22.0, 24.0], "5.0": [30.0]})
+    runs["tags.ebm.cpu"] = "Some CPU"
+    draws = reference_draws(runs, recipe_of=lambda run_id: "r" + run_id.split("-")[1])
+    assert draws["recipe"].tolist() == ["r2.0"] * 3 + ["r5.0"] and draws["train.seed"].tolist() == ["0", "1", "2", "0"]
+    assert draws["cpu"].unique().tolist() == ["Some CPU"] and draws["fid"].tolist() == [20.0, 22.0, 24.0, 30.0]
+    placed = dict(against_reference({"fid": 25.0, "coverage": 0.77}, "r2.0", draws))
+    assert placed["fid"] == "this run 25; 3 draws: mean 22, sd 2, range [20, 24]: above their range"
+    assert placed["coverage"].endswith("range [0.76, 0.8]: inside their range")
+    assert against_reference({"fid": 25.0}, "another", draws) == []
+
+    params = parse_params(tiny_params_dict())
+    file = tmp_path / "draws.csv"
+    draws.assign(recipe=params.recipe_digest()).to_csv(file, index=False)
+    text = "".join(spread_paragraphs(params, {"fid": 21.0}, file))
+    assert f"Reference draws of this recipe ({params.recipe_digest()})" in text and "inside their range" in text
+    assert "one run is one draw" in "".join(spread_paragraphs(params, {"fid": 21.0}, None))

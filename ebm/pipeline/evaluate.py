@@ -111,6 +111,7 @@ def write_report(params: Params, paths: EvaluatePaths, metrics: dict, ood, figur
     longrun = longrun_paragraphs(params, family, metrics, curve, class_energies)
     sections = {
         "Metrics": [report.table(rows, ("metric", "value"))],
+        "Against the recipe's spread": spread_paragraphs(params, metrics, paths.reference),
         "Samples": [img(gen / "samples.png"), f"<p>{family.negatives_caption} at the end of training:</p>",
                     img(paths.negatives)],
         "What the classifier reads": [
@@ -136,6 +137,25 @@ def write_report(params: Params, paths: EvaluatePaths, metrics: dict, ood, figur
     meta = {"family": family.name, "params hash": params.digest(), "run": run.run_id or "not tracked", "sampler": sampler,
             "kernels": kernels or "unknown"}
     report.write(paths.report, title, meta, sections)
+
+
+def spread_paragraphs(params: Params, metrics: dict, reference) -> list[str]:
+    """Where this run's metrics sit among the reference draws of its recipe (the same params but
+    the seeds), from ``reference`` (a CSV written by ``ebm reference-draws``), or why it cannot say."""
+    import pandas as pd
+
+    from ebm import report
+    from ebm.compare import against_reference
+
+    recipe = params.recipe_digest()
+    if reference is None or not reference.is_file():
+        return [f"<p>No reference draws given: one run is one draw (recipe {recipe}).</p>"]
+    rows = against_reference(metrics, recipe, pd.read_csv(reference, dtype={"recipe": str}))
+    if not rows:
+        return [f"<p>{reference} holds no draws of this recipe ({recipe}: the params hash without the seeds); "
+                "one run is one draw.</p>"]
+    return [f"<p>Reference draws of this recipe ({recipe}) from {reference}; numbers differ between CPUs, so "
+            "compare on the host that measured them:</p>", report.table(rows, ("metric", "against the draws"))]
 
 
 def training_events(history_path) -> list[str]:

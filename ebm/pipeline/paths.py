@@ -75,3 +75,4 @@ class EvaluatePaths:
     ood: Path = Path("reports/evaluate/ood.csv")
     report: Path = Path("reports/report.html")
     record: Path = Path("reports/runs/evaluate.json")
+    reference: Path | None = None  # draws of recipes measured before (ebm reference-draws): the report's "spread"

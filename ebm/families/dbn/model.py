@@ -11,7 +11,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ebm.families.rbm.gibbs import gibbs_chain
+from ebm.families.rbm.model import gibbs_chain
 from ebm.families.rbm.model import RBM, log_conditional
 
 

@@ -8,6 +8,8 @@ held fixed, so the optimizer (SGD with momentum and weight decay on ``w``) does 
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -35,6 +37,43 @@ def gibbs_sweep(v, w, b, c, rng: tf.random.Generator):
     h = bernoulli(hidden_probs(v, w, c), rng)
     p = visible_probs(h, w, b)
     return bernoulli(p, rng), p
+
+
+# block Gibbs chains, compiled, with snapshots at chosen sweeps
+def gibbs_chain(w, b, c, v0, steps: int, record_at: Sequence[int] = (), seed: int = 0,
+                record_first: int | None = None, measure=None):
+    """Run ``steps`` block Gibbs sweeps from the binary states ``v0`` (N, D).
+
+    Returns ``(v, p, snapshots)``: the final binary states, their last ``p(v = 1 | h)`` (the
+    "mean" image a grid shows) and ``{step: p}`` of the first ``record_first`` chains (all by
+    default) for each step in ``record_at`` (step 0: ``v0``). With ``measure`` (a function of
+    the binary states), also a fourth item ``{step: measure(v)}`` at the same steps.
+    """
+    rng = tf.random.Generator.from_seed(seed)
+
+    @tf.function
+    def run(v, sweeps):
+        def body(i, v, p):
+            v, p = gibbs_sweep(v, w, b, c, rng)
+            return i + 1, v, p
+
+        _, v, p = tf.while_loop(lambda i, v, p: i < sweeps, body, (tf.constant(0), v, v))
+        return v, p
+
+    v = tf.convert_to_tensor(v0, tf.float32)
+    keep = slice(None, record_first)
+    p, done, snapshots, measured = v, 0, {}, {}
+    for mark in sorted({s for s in record_at if 0 <= s <= steps} | {steps}):
+        if mark > done:
+            v, p = run(v, tf.constant(mark - done))
+            done = mark
+        if mark in record_at:
+            snapshots[mark] = (p if mark else v)[keep].numpy()
+            if measure is not None:
+                measured[mark] = measure(v)
+    if measure is not None:
+        return v.numpy(), p.numpy(), snapshots, measured
+    return v.numpy(), p.numpy(), snapshots
 
 
 def pseudo_likelihood(v, w, b, c, flip_index):
@@ -134,8 +173,6 @@ class RBM(keras.Model):
         """``n`` chains of ``steps`` Gibbs sweeps from :meth:`random_starts`. Returns the final ``p(v | h)``
         (n, D), ``{step: p}`` of the first ``record_first`` chains and ``{step: free energies of
         all n states}`` at the ``record_at`` steps."""
-        from ebm.families.rbm.gibbs import gibbs_chain
-
         v0 = self.random_starts(n, seed)
         _, p, snapshots, energies = gibbs_chain(self.w, self.b, self.c, v0, steps, record_at, seed, record_first,
                                                 measure=lambda v: self.free_energy(v).numpy())
@@ -143,8 +180,6 @@ class RBM(keras.Model):
 
     def continue_chains(self, p, sweeps: int, seed: int = 0):
         """Chains continued ``sweeps`` more sweeps from states drawn from the probabilities ``p``."""
-        from ebm.families.rbm.gibbs import gibbs_chain
-
         v0 = (np.random.default_rng(seed).uniform(size=np.shape(p)) < p).astype(np.float32)
         return gibbs_chain(self.w, self.b, self.c, v0, sweeps, (), seed)[1]
 
