@@ -315,6 +315,7 @@ def reference_draws_command(
     experiment: str = typer.Option(None, help="MLflow experiment (default: this commit's, see tracking.experiment)"),
     all_experiments: bool = typer.Option(False, "--all", help="the runs of every experiment"),
     out: Path = typer.Option(Path("reference/draws.csv"), help="the CSV the evaluate stage compares each run with"),
+    cpu: str = typer.Option(None, help="the CPU of runs logged without the ebm.cpu tag (it names the host)"),
 ) -> None:
     """Write the finished pipeline runs as reference draws (recipe hash, seeds, CPU, key metrics):
     the evaluate stage's report then says where a new run of the same recipe sits among them.
@@ -342,7 +343,7 @@ def reference_draws_command(
 
     if runs_df.empty:
         _fail("no runs found")
-    table = reference_draws(runs_df, recipe_of)
+    table = reference_draws(runs_df, recipe_of, cpu)
     out.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(out, index=False)
     typer.echo(f"{len(table)} draw(s) of {table['recipe'].nunique()} recipe(s) -> {out}")

@@ -52,7 +52,7 @@ def recipes_table(runs: pd.DataFrame, sort_by: str | None = None, ascending: boo
     """:func:`experiments_table` with the draws of one recipe in one row: pipeline runs whose
     params differ only by seeds (the tag ``ebm.recipe``; for runs logged before it, the params
     without the seed keys) form a row with ``n``, the seeds, and for each metric its mean (under
-    the metric's name), and where a row has several draws ``<metric>_sd``, ``<metric>_ci``
+    the metric's name), and where a row has several draws, for the key metrics, ``<metric>_sd``, ``<metric>_ci``
     (the half width of the ``confidence`` interval of the mean, Student's t) and
     ``<metric>_worst`` (the worst draw: the highest FID, the lowest coverage). With ``sort_by``,
     ``<sort_by>_vs_best`` says whether each row's interval overlaps the best row's ("within
@@ -73,7 +73,8 @@ def recipes_table(runs: pd.DataFrame, sort_by: str | None = None, ascending: boo
     flat["recipe"] = recipe.values
     metric_names = {c.removeprefix("metrics.") for c in parents.columns if c.startswith("metrics.")}
     metrics = [c for c in flat.columns if c in metric_names]
-    recipe_params = [c for c in flat.columns if c in params and not is_seed(c)]
+    spread = [m for m in metrics if m in KEY_METRICS]  # the others: their mean only, to keep the table readable
+    recipe_params = [c for c in flat.columns if c in params and not is_seed(c) and c not in metric_names]
     several = flat["recipe"].duplicated(keep=False).any()
     rows = []
     for _, draws in flat.groupby("recipe", sort=False):
@@ -86,7 +87,7 @@ def recipes_table(runs: pd.DataFrame, sort_by: str | None = None, ascending: boo
             values = pd.to_numeric(draws[m], errors="coerce").dropna()
             k = len(values)
             row[m] = values.mean() if k else float("nan")
-            if several:
+            if several and m in spread:
                 sd = values.std(ddof=1) if k > 1 else float("nan")
                 row[f"{m}_sd"] = sd
                 row[f"{m}_ci"] = stats.t.ppf(0.5 + confidence / 2, k - 1) * sd / k ** 0.5 if k > 1 else float("nan")
@@ -124,10 +125,11 @@ REFERENCE_METRICS = ("fid", "fid_real_floor", "kid", "precision", "recall", "cov
                      "longrun_stable", "test_loglik")
 
 
-def reference_draws(runs: pd.DataFrame, recipe_of) -> pd.DataFrame:
+def reference_draws(runs: pd.DataFrame, recipe_of, cpu: str | None = None) -> pd.DataFrame:
     """The pipeline runs in ``runs`` as reference draws: recipe hash (``recipe_of(run_id)``, e.g.
-    from the run's logged params.yaml), experiment, seeds, CPU and the key metrics, one row each;
-    runs without an FID (unfinished) are left out."""
+    from the run's logged params.yaml), experiment, seeds, CPU (the tag ``ebm.cpu``; ``cpu`` for
+    runs logged without it) and the key metrics, one row each; runs without an FID (unfinished)
+    are left out."""
     from ebm.config import is_seed
 
     parents = runs[(runs["tags.ebm.role"] == "pipeline")]
@@ -135,11 +137,13 @@ def reference_draws(runs: pd.DataFrame, recipe_of) -> pd.DataFrame:
         parents = parents[parents["metrics.fid"].notna()]
     else:
         parents = parents.iloc[:0]
-    seeds = sorted(c for c in parents.columns if c.startswith("params.") and is_seed(c.removeprefix("params.")))
+    seeds = sorted(c for c in parents.columns if c.startswith("params.") and is_seed(c.removeprefix("params."))
+                   and parents[c].notna().any())  # a stage run's own section params are not the parents'
+    tagged = parents.get("tags.ebm.cpu", pd.Series([None] * len(parents), index=parents.index))
     table = pd.DataFrame({"recipe": [recipe_of(r) for r in parents["run_id"]],
                           "experiment": parents["tags.dvc.exp_name"].values,
                           **{c.removeprefix("params."): parents[c].values for c in seeds},
-                          "cpu": parents.get("tags.ebm.cpu", pd.Series([None] * len(parents), index=parents.index)).values})
+                          "cpu": tagged.where(tagged.notna(), cpu).values})
     for m in REFERENCE_METRICS:
         if f"metrics.{m}" in parents:
             table[m] = parents[f"metrics.{m}"].values

@@ -430,15 +430,20 @@ def store_problem(uri: str, err: Exception) -> str:
 
 
 def cpu_name() -> str:
-    """The CPU's model name (numbers differ between CPUs: every run names its own)."""
+    """The CPU's model name and widest vector unit, e.g. ``Intel(R) Xeon(R) Processor (AVX-512)``
+    (numbers differ between CPUs, AVX2 and AVX-512 most: every run names its own)."""
     import platform
 
     try:
         with open("/proc/cpuinfo") as f:
-            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+            lines = f.read().splitlines()
     except OSError:
-        names = []
-    return (names[0] if names else platform.processor()) or "unknown"
+        lines = []
+    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
+    flags = next((set(line.split(":", 1)[1].split()) for line in lines if line.startswith("flags")), set())
+    unit = next((name for flag, name in (("avx512f", "AVX-512"), ("avx2", "AVX2")) if flag in flags), "")
+    name = (names[0] if names else platform.processor()) or "unknown"
+    return f"{name} ({unit})" if unit else name
 
 
 def _user() -> str:

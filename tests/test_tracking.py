@@ -448,8 +448,10 @@ def test_a_run_is_placed_among_the_reference_draws_of_its_recipe(tmp_path):
     from ebm.pipeline.evaluate import spread_paragraphs
 
     runs = _draws({"2.0": [20.0, 22.0, 24.0], "5.0": [30.0]})
-    runs["tags.ebm.cpu"] = "Some CPU"
-    draws = reference_draws(runs, recipe_of=lambda run_id: "r" + run_id.split("-")[1])
+    runs["tags.ebm.cpu"] = ["Some CPU"] * 3 + [None]  # the last logged before the tag
+    runs["params.seed"] = None  # a stage run's section param: not a seed of the pipeline runs
+    draws = reference_draws(runs, recipe_of=lambda run_id: "r" + run_id.split("-")[1], cpu="Some CPU")
+    assert "seed" not in draws
     assert draws["recipe"].tolist() == ["r2.0"] * 3 + ["r5.0"] and draws["train.seed"].tolist() == ["0", "1", "2", "0"]
     assert draws["cpu"].unique().tolist() == ["Some CPU"] and draws["fid"].tolist() == [20.0, 22.0, 24.0, 30.0]
     placed = dict(against_reference({"fid": 25.0, "coverage": 0.77}, "r2.0", draws))
