@@ -97,6 +97,102 @@ def sample(
 
 
 @app.command()
+def score(
+    images: list[Path] = typer.Argument(..., help="PNG files of grey digits (28x28, or 32x32 padded) or .npz files"),
+    model: Path = typer.Option(None, help="a .keras model file of any family (default: "
+                                          "models/<model.family>/energy.keras)"),
+    data: Path = typer.Option(Path("data/prepared"), help="prepared splits: the test digits set the threshold"),
+    false_alarm: float = typer.Option(0.05, min=0.0, max=1.0, help="share of real test digits the flag may "
+                                                                   "call unlike the data"),
+    out: Path = typer.Option(Path("scores.csv"), help="where to write the scores (CSV)"),
+    params_path: Path = typer.Option(None, "--params", help="params file (default: ./params.yaml if there, else "
+                                                           "the built-in recipe)"),
+) -> None:
+    """The energy of each image (low = like the training digits) and a flag at a threshold set on
+    the real test digits so that a --false-alarm share of them fall above it: out-of-distribution
+    screening from the command line."""
+    quiet_tensorflow()
+    import numpy as np
+    import pandas as pd
+
+    from ebm import families
+    from ebm.config import ConfigError
+    from ebm.data import DataError, load_split
+    from ebm.errors import ModelFileError
+    from ebm.images import read_images
+    from ebm.io import write_csv_atomic
+
+    try:
+        p = _params(params_path)
+        names, x = read_images(images)
+        test = load_split(data / "test.npz")
+        families.get(p.model.family).configure(p)
+        family, network = _load_model(None, model or Path("models") / p.model.family / "energy.keras")
+    except (ConfigError, DataError, ModelFileError) as err:
+        _fail(str(err))
+        return
+    energy = family.energy(network)
+
+    def energies(batch):
+        return np.concatenate([np.asarray(energy(batch[i:i + 500])).reshape(-1) for i in range(0, len(batch), 500)])
+
+    reference = energies(test.x)
+    threshold = float(np.quantile(reference, 1.0 - false_alarm))
+    scores = energies(x)
+    table = pd.DataFrame({"image": names, "energy": scores, "looks_like_data": scores <= threshold})
+    write_csv_atomic(out, table)
+    typer.echo(f"{int(table['looks_like_data'].sum())} of {len(table)} image(s) look like the training digits "
+               f"({family.name} energy <= {threshold:.4g}, which {1 - false_alarm:.0%} of the {len(reference)} real "
+               f"test digits meet) -> {out}")
+
+
+@app.command()
+def complete(
+    images: list[Path] = typer.Argument(..., help="PNG files of grey digits (28x28, or 32x32 padded) or .npz files"),
+    mask: str = typer.Option("bottom-half", help="the pixels to fill: bottom-half, top-half, left-half, right-half, "
+                                                 "center-square, random:<rate>, or a 28x28 mask image (white = fill)"),
+    model: Path = typer.Option(None, help="a .keras model file (default: models/<model.family>/energy.keras)"),
+    chains: int = typer.Option(4, min=1, help="completions per image, each from its own noise"),
+    steps: int = typer.Option(None, min=1, help="Langevin steps or Gibbs sweeps (default: sampler.steps / "
+                                                "generate.gibbs_steps)"),
+    out: Path = typer.Option(Path("completions.png"), help="the grid: input, mask, completions; and an .npz beside"),
+    params_path: Path = typer.Option(None, "--params", help="params file (default: ./params.yaml if there, else "
+                                                           "the built-in recipe)"),
+    seed: int = typer.Option(0, min=0, help="seed of the noise the hidden pixels start from and of the chains"),
+) -> None:
+    """Fill the masked pixels of each image with the model, the other pixels clamped: Langevin
+    chains on the hidden pixels (deep family) or Gibbs sweeps with clamped visible units (rbm)."""
+    quiet_tensorflow()
+    import numpy as np
+
+    from ebm import families
+    from ebm.config import ConfigError
+    from ebm.data import DataError
+    from ebm.errors import ModelFileError
+    from ebm.images import hidden_mask, read_images
+    from ebm.io import save_npz_atomic
+    from ebm.plots import save_grid
+
+    try:
+        p = _params(params_path)
+        names, x = read_images(images)
+        hidden = hidden_mask(mask, len(x), seed)
+        families.get(p.model.family).configure(p)
+        family, network = _load_model(None, model or Path("models") / p.model.family / "energy.keras")
+        k = steps or family.unit(p)
+        filled = np.stack([family.complete(p, network, x, hidden, k, seed + c) for c in range(chains)], axis=1)
+    except (ConfigError, DataError, ModelFileError, ValueError) as err:
+        _fail(str(err))
+        return
+    shown = np.where(hidden, 0.0, x)  # the input as the chains saw it: hidden pixels grey
+    rows = np.concatenate([shown[:, None], np.where(hidden, 1.0, -1.0)[:, None].astype(np.float32), filled], axis=1)
+    save_grid(rows.reshape(-1, *x.shape[1:]), out, ncols=rows.shape[1])
+    save_npz_atomic(out.with_suffix(".npz"), completions=filled, hidden=hidden, images=x)
+    typer.echo(f"{len(x)} image(s) x {chains} {family.name} completion(s) of the {mask} mask, {k} "
+               f"{family.unit_name(sampler=True)} -> {out} (rows: input, mask, completions), {out.with_suffix('.npz')}")
+
+
+@app.command()
 def evaluate(
     model_uri: str = typer.Option(None, help="an MLflow model URI: runs:/<run_id>/model or models:/<model_id>"),
     model: Path = typer.Option(None, help="or a .keras energy network file"),

@@ -155,3 +155,21 @@ def test_binarised_digits_and_images_convert_both_ways():
     draw = binarize(img, "stochastic", 0)
     np.testing.assert_array_equal(draw, binarize(img, "stochastic", 0))  # one fixed draw per seed
     assert abs(draw.mean() - p.mean()) < 0.03
+
+
+def test_clamped_gibbs_completion_keeps_the_observed_pixels():
+    from ebm import families
+    from ebm.config import Params
+    from ebm.images import hidden_mask
+
+    rbm = RBM(784, 16, seed=0)
+    rbm.w.assign(tf.random.stateless_normal((784, 16), (1, 2), stddev=0.5))
+    rng = np.random.default_rng(0)
+    observed = to_images(rng.uniform(size=(3, 784)).round().astype(np.float32))
+    hidden = hidden_mask("bottom-half", 3)
+    filled = families.get("rbm").complete(Params(), rbm, observed, hidden, steps=5, seed=0)
+    assert filled.shape == observed.shape
+    np.testing.assert_allclose(filled[~hidden], observed[~hidden], atol=1e-6)
+    assert 0.0 < intensities(filled)[:, 14 * 28:].std()  # the hidden half holds the chains' probabilities
+    with pytest.raises(ValueError, match="not supported for the dbn family yet"):
+        families.get("dbn").complete(Params(), object(), observed, hidden, steps=1, seed=0)

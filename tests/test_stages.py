@@ -290,3 +290,70 @@ def test_generate_refuses_a_model_whose_chains_diverge_and_writes_nothing(tmp_pa
     assert not gp.samples.exists()
     runs = mlflow.search_runs(experiment_names=["ebm"], filter_string="tags.`ebm.stage` = 'generate'")
     assert runs["status"].tolist() == ["FAILED"]
+
+
+def test_ebm_score_flags_images_against_the_real_test_digits(pipeline_run, monkeypatch):
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from ebm.cli import app
+
+    tmp_path, params, tp, gp, ep, metrics = pipeline_run
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    params_file = tmp_path / "tiny.yaml"
+    params_file.write_text(yaml.safe_dump(tiny_params_dict()))
+    test_npz = tmp_path / "data/prepared/test.npz"
+    digits = np.load(test_npz)["x"][:3]
+    pngs = []
+    for i, digit in enumerate(digits):  # the prepared digits back as the 28x28 PNGs they came from
+        pngs.append(tmp_path / f"digit{i}.png")
+        Image.fromarray(np.rint(digit[2:30, 2:30, 0] * 127.5 + 127.5).astype(np.uint8)).save(pngs[-1])
+    common = ["--model", str(tp.model), "--data", str(tmp_path / "data/prepared"), "--params", str(params_file)]
+    out = tmp_path / "scores.csv"
+    result = CliRunner().invoke(app, ["score", str(test_npz), *map(str, pngs), *common, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(out)
+    n = len(np.load(test_npz)["y"])
+    assert len(table) == n + 3 and table["image"].iloc[0] == f"{test_npz}[0]" and table["image"].iloc[-1] == str(pngs[-1])
+    assert 0.95 <= table["looks_like_data"][:n].mean() <= 0.95 + 1.5 / n  # the threshold: 5% of the test digits above
+    np.testing.assert_allclose(table["energy"][n:].to_numpy(), table["energy"][:3].to_numpy(), atol=1e-5)  # PNG = npz
+    assert f"of {n + 3} image(s) look like the training digits (deep energy <= " in result.output
+
+    Image.fromarray(np.zeros((40, 40), np.uint8)).save(big := tmp_path / "big.png")
+    Image.fromarray(np.dstack([np.zeros((28, 28), np.uint8), np.full((28, 28), 255, np.uint8),
+                               np.zeros((28, 28), np.uint8)])).save(colour := tmp_path / "colour.png")
+    (text := tmp_path / "text.png").write_text("not an image")
+    for path, message in ((big, "40x40 pixels; give 28x28 digits"), (colour, "a colour image (RGB)"),
+                          (text, "not a readable image"), (tmp_path / "none.png", "file not found")):
+        bad = CliRunner().invoke(app, ["score", str(path), *common, "--out", str(out)])
+        assert bad.exit_code == 1 and message in bad.output, bad.output
+
+
+def test_ebm_complete_fills_the_masked_pixels_and_keeps_the_others(pipeline_run, monkeypatch):
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from ebm.cli import app
+
+    tmp_path, params, tp, gp, ep, metrics = pipeline_run
+    params_file = tmp_path / "tiny.yaml"
+    params_file.write_text(yaml.safe_dump(tiny_params_dict()))
+    test_npz = tmp_path / "data/prepared/test.npz"
+    out = tmp_path / "completions.png"
+    common = ["--model", str(tp.model), "--params", str(params_file), "--out", str(out)]
+    result = CliRunner().invoke(app, ["complete", str(test_npz), "--mask", "bottom-half", "--chains", "3", *common])
+    assert result.exit_code == 0, result.output
+    assert "x 3 deep completion(s) of the bottom-half mask, 6 Langevin steps" in result.output
+    saved = np.load(out.with_suffix(".npz"))
+    x, filled, hidden = saved["images"], saved["completions"], saved["hidden"]
+    n = len(np.load(test_npz)["y"])
+    assert filled.shape == (n, 3, 32, 32, 1) and -1 <= filled.min() and filled.max() <= 1
+    for c in range(3):
+        np.testing.assert_array_equal(filled[:, c][~hidden], x[~hidden])  # the observed pixels, clamped
+    assert not np.allclose(filled[:, 0][hidden], filled[:, 1][hidden])  # each chain from its own noise
+    assert Image.open(out).size == ((5 * 34 + 2) * 3, (n * 34 + 2) * 3)  # rows: input, mask, three completions
+
+    for args, message in ((["--mask", "random:2"], "must be a number in (0, 1)"),
+                          (["--mask", "middle"], "not a file nor one of")):
+        bad = CliRunner().invoke(app, ["complete", str(test_npz), *args, *common])
+        assert bad.exit_code == 1 and message in bad.output, bad.output

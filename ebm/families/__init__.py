@@ -58,6 +58,8 @@ class Family(Protocol):
     def generate(self, params, paths, model, run) -> dict: ...  # writes the generate stage's outputs
     def sample(self, params, model, n: int, seed: int): ...  # n samples (N, 32, 32, 1) in [-1, 1]
     def scoring(self, params, model, data_dir: Path) -> Scoring: ...
+    def energy(self, model) -> Callable: ...  # images (N, 32, 32, 1) in [-1, 1] -> energies (N,), cheap
+    def complete(self, params, model, observed, hidden, steps: int, seed: int): ...  # the hidden pixels filled
     def unit(self, params) -> int: ...  # the generation length, the long-run curve's unit
     def unit_name(self, sampler: bool = False) -> str: ...  # "steps" / "Langevin steps", "sweeps" / ...
     def sampler_line(self, params) -> str: ...  # the report's one-line description of the sampler

@@ -106,7 +106,7 @@ class DeepFamily:
     def scoring(self, params: Params, model, data_dir: Path) -> Scoring:
         """The network's energy; the long run continues the Langevin chains to
         ``evaluate.longrun_factor`` x the generation length, keeping every multiple."""
-        from ebm.families.deep.network import chain_energy, energy_fn
+        from ebm.families.deep.network import chain_energy
 
         e, steps = params.evaluate, params.sampler.steps
         longrun = None
@@ -118,7 +118,23 @@ class DeepFamily:
                 sampler = generation_sampler(dataclasses.replace(params, sampler=more), n=len(x))
                 x, states = sampler.chain(chain, x, record_at=[k * steps for k in range(1, e.longrun_factor - 1)])
                 return {**{1 + s // steps: v.numpy() for s, v in states.items()}, e.longrun_factor: x.numpy()}
-        return Scoring(energy_fn(model), longrun)
+        return Scoring(self.energy(model), longrun)
+
+    def complete(self, params: Params, model, observed: np.ndarray, hidden: np.ndarray, steps: int,
+                 seed: int) -> np.ndarray:
+        """Fill the ``hidden`` pixels of ``observed`` (N, 32, 32, 1) by ``steps`` Langevin steps
+        of the generation sampler with the other pixels clamped."""
+        from ebm.families.deep.network import energy_fn
+        from ebm.families.deep.sampler import LangevinSampler, clamped_chain
+
+        s = params.sampler
+        sampler = LangevinSampler(steps, s.step_size, s.noise, s.grad_clip, seed=seed)
+        return clamped_chain(sampler, energy_fn(model), observed, hidden, steps, seed).numpy()
+
+    def energy(self, model):
+        from ebm.families.deep.network import energy_fn
+
+        return energy_fn(model)
 
     def unit(self, params: Params) -> int:
         return params.sampler.steps

@@ -150,6 +150,27 @@ class LangevinSampler(tf.Module):
         return x, snapshots
 
 
+def clamped_chain(sampler: LangevinSampler, energy: EnergyFn, observed: tf.Tensor, hidden: tf.Tensor, steps: int,
+                  seed: int = 0) -> tf.Tensor:
+    """Langevin chains on the ``hidden`` pixels only (a boolean mask broadcast to ``observed``),
+    the other pixels clamped to ``observed`` at every step; the hidden ones start from uniform
+    noise. The same step as generation (:meth:`LangevinSampler.step`), then the clamp."""
+    observed = tf.convert_to_tensor(observed, tf.float32)
+    hidden = tf.broadcast_to(tf.convert_to_tensor(hidden, tf.bool), tf.shape(observed))
+    noise = tf.random.stateless_uniform(tf.shape(observed), [seed, 1], -1.0, 1.0)
+    key = tf.constant([seed, 2], tf.int64)
+
+    @tf.function
+    def run(x):
+        def body(i, z):
+            z, _, _ = sampler.step(energy, z, tf.random.experimental.stateless_fold_in(key, i))
+            return i + 1, tf.where(hidden, z, observed)
+
+        return tf.while_loop(lambda i, z: i < steps, body, (tf.constant(0), x))[1]
+
+    return run(tf.where(hidden, noise, observed))
+
+
 def trace_table(sums: np.ndarray, n: int) -> dict[str, np.ndarray]:
     """Per-step mean and standard deviation of the energy and the gradient norm from the
     sums :meth:`LangevinSampler.run` traces over a batch of ``n`` chains. Step 1 is the first."""

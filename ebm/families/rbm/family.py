@@ -198,12 +198,38 @@ class RBMFamily:
         """The visible energy on 32x32 images, the long run (the Gibbs chains continued), and the
         log-likelihoods by AIS."""
         e, g = params.evaluate, params.generate
-        energy = lambda x: model.visible_energy(intensities(x))  # noqa: E731
+        energy = self.energy(model)
         sweeps = g.gibbs_steps * (e.longrun_factor - 1)
         longrun = (lambda x: {e.longrun_factor: to_images(model.continue_chains(intensities(x), sweeps, e.seed))}) \
             if e.longrun_factor > 1 else None
         metrics = self.likelihood(params, model, data_dir)
         return Scoring(energy, longrun, metrics, self.likelihood_paragraphs(params, metrics))
+
+    def complete(self, params: Params, model, observed: np.ndarray, hidden: np.ndarray, steps: int,
+                 seed: int) -> np.ndarray:
+        """Fill the ``hidden`` pixels by ``steps`` block Gibbs sweeps with the observed visible
+        units clamped to their intensities (the hidden ones start from the data's marginals)."""
+        import tensorflow as tf
+
+        from ebm.families.rbm.model import gibbs_sweep
+
+        if not hasattr(model, "w"):
+            raise ValueError(f"completion is not supported for the {self.name} family yet (its visible units are "
+                             "reached through a down-pass): complete with an rbm or deep model")
+        v_obs = intensities(observed)
+        mask = intensities(np.where(np.broadcast_to(hidden, observed.shape), 1.0, -1.0)) > 0.5
+        rng = tf.random.Generator.from_seed(seed)
+        start = model.random_starts(len(v_obs), seed)
+        v = tf.constant(np.where(mask, start, v_obs), tf.float32)
+        p = v
+        for _ in range(steps):
+            v, p = gibbs_sweep(v, model.w, model.b, model.c, rng)
+            v = tf.where(mask, v, v_obs)
+        return to_images(np.where(mask, p.numpy(), v_obs))
+
+    def energy(self, model):
+        """The free energy of the visible units, on the digits' intensities in [0, 1]."""
+        return lambda x: model.visible_energy(intensities(x))
 
     def ais_model(self, model):  # hook: the RBM whose log Z AIS estimates
         return model
