@@ -88,7 +88,7 @@ def sample(
         p = dataclasses.replace(p, sampler=dataclasses.replace(p.sampler, **overrides),  # snapshots: unused here
                                 generate=dataclasses.replace(p.generate, seed=seed, snapshot_steps=shown))
         families.get(p.model.family).configure(p)  # before TensorFlow runs an op
-        family, network = _load_model(model_uri, model or Path("models") / p.model.family / "energy.keras")
+        family, network = _load_model(model_uri, model or _model_file(p))
     except (ConfigError, ModelFileError, ValueError) as err:
         _fail(str(err))
         return
@@ -121,24 +121,21 @@ def score(
     from ebm.errors import ModelFileError
     from ebm.images import read_images
     from ebm.io import write_csv_atomic
+    from ebm.metrics import energies_of
 
     try:
         p = _params(params_path)
         names, x = read_images(images)
         test = load_split(data / "test.npz")
         families.get(p.model.family).configure(p)
-        family, network = _load_model(None, model or Path("models") / p.model.family / "energy.keras")
+        family, network = _load_model(None, model or _model_file(p))
     except (ConfigError, DataError, ModelFileError) as err:
         _fail(str(err))
         return
     energy = family.energy(network)
-
-    def energies(batch):
-        return np.concatenate([np.asarray(energy(batch[i:i + 500])).reshape(-1) for i in range(0, len(batch), 500)])
-
-    reference = energies(test.x)
+    reference = energies_of(energy, test.x, p.evaluate.batch_size)
     threshold = float(np.quantile(reference, 1.0 - false_alarm))
-    scores = energies(x)
+    scores = energies_of(energy, x, p.evaluate.batch_size)
     table = pd.DataFrame({"image": names, "energy": scores, "looks_like_data": scores <= threshold})
     write_csv_atomic(out, table)
     typer.echo(f"{int(table['looks_like_data'].sum())} of {len(table)} image(s) look like the training digits "
@@ -178,7 +175,7 @@ def complete(
         names, x = read_images(images)
         hidden = hidden_mask(mask, len(x), seed)
         families.get(p.model.family).configure(p)
-        family, network = _load_model(None, model or Path("models") / p.model.family / "energy.keras")
+        family, network = _load_model(None, model or _model_file(p))
         k = steps or family.unit(p)
         filled = np.stack([family.complete(p, network, x, hidden, k, seed + c) for c in range(chains)], axis=1)
     except (ConfigError, DataError, ModelFileError, ValueError) as err:
@@ -293,6 +290,11 @@ def _params(path: Path | None):
     if path is not None:
         return load_params(path)
     return load_params("params.yaml") if Path("params.yaml").is_file() else Params()
+
+
+def _model_file(p) -> Path:
+    """The train stage's model file of ``model.family`` (the default of every ``--model``)."""
+    return Path("models") / p.model.family / "energy.keras"
 
 
 def _load_model(model_uri: str | None, model: Path | None):
@@ -421,6 +423,7 @@ def reference_draws_command(
 
     from ebm.compare import reference_draws
     from ebm.config import ConfigError, parse_params
+    from ebm.io import write_csv_atomic
     from ebm.tracking import Tracker
 
     tracker = Tracker()
@@ -440,8 +443,7 @@ def reference_draws_command(
     if runs_df.empty:
         _fail("no runs found")
     table = reference_draws(runs_df, recipe_of, cpu)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out, index=False)
+    write_csv_atomic(out, table)
     typer.echo(f"{len(table)} draw(s) of {table['recipe'].nunique()} recipe(s) -> {out}")
 
 

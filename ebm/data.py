@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ebm.config import DataConfig
-from ebm.errors import DataError
+from ebm.errors import DataError, first_line
 from ebm.io import save_npz_atomic
 
 IMAGE_SIZE = 32
@@ -144,7 +144,7 @@ def npz_reason(err: Exception) -> str:
     """Why numpy could not read a file, without numpy's advice to load pickled data (never taken here)."""
     if "pickle" in str(err):
         return "it is not a zip of arrays: numpy took it for pickled data"
-    return f"{type(err).__name__}: {str(err).splitlines()[0][:200]}" if str(err) else type(err).__name__
+    return f"{type(err).__name__}: {first_line(err)}" if str(err).strip() else type(err).__name__
 
 
 def load_source(cfg: DataConfig) -> tuple[Split, Split]:

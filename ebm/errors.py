@@ -23,6 +23,12 @@ class TrackingStoreError(RuntimeError):
     that does not answer)."""
 
 
+def first_line(err: BaseException, limit: int = 200) -> str:
+    """The first line of an error's message, cut to ``limit`` characters (libraries such as Keras
+    append whole configs to theirs)."""
+    return (str(err).strip().splitlines() or [""])[0][:limit]
+
+
 def disk_full_message(err: OSError) -> str | None:
     """The user's message for a write that failed because the disk is full (ENOSPC), else None."""
     import errno

@@ -44,7 +44,7 @@ import numpy as np
 import yaml
 
 from ebm.config import Params, flatten
-from ebm.errors import TrackingStoreError
+from ebm.errors import TrackingStoreError, first_line
 from ebm.io import write_text_atomic
 
 STORE_FILE = "mlflow.db"
@@ -180,15 +180,16 @@ class Tracker:
         """The DVC experiment name; for a plain ``dvc repro``, commit + params hash."""
         return os.environ.get("DVC_EXP_NAME") or f"repro-{self.baseline_rev()[:7] or 'nogit'}-{params.digest()}"
 
-    def tags(self, params: Params, source: str = "dvc.yaml") -> dict[str, str]:
+    def tags(self, params: Params) -> dict[str, str]:
         """The project's tags of a run, and MLflow's standard source, version and user tags
-        (the UI's Source, Version and User columns); ``source`` is what ran (a stage's module)."""
+        (the UI's Source, Version and User columns; the source is ``dvc.yaml``, a stage run's
+        its module, :func:`stage_run`)."""
         commit = _git(Path.cwd(), "rev-parse", "HEAD") or _git(self.root, "rev-parse", "HEAD")
         dirty = bool(_git(Path.cwd(), "status", "--porcelain", "--untracked-files=no"))
         remote = _git(self.root, "remote", "get-url", "origin")
         branch = _git(self.root, "rev-parse", "--abbrev-ref", "HEAD")
         return {
-            "mlflow.source.name": source,
+            "mlflow.source.name": "dvc.yaml",
             "mlflow.source.type": "LOCAL",
             "mlflow.user": _user(),
             **({"mlflow.source.git.commit": commit} if commit else {}),
@@ -421,12 +422,11 @@ _KERAS_FLAVOR = types.SimpleNamespace(__name__="mlflow.keras", save_model=_save_
 
 def store_problem(uri: str, err: Exception) -> str:
     """What to tell a user whose tracking store ``uri`` failed with ``err``, and how to move past it."""
-    first = (str(err).strip().splitlines() or [""])[0][:200]
     local = _local_sqlite(uri)
     fix = (f"move {local} aside (the next stage creates a new store; the runs in it are then not shown) or "
            "point MLFLOW_TRACKING_URI at another store") if local else \
         "check that the server runs and answers, or point MLFLOW_TRACKING_URI at another store"
-    return f"the MLflow tracking store {uri} cannot be used ({type(err).__name__}: {first}): {fix}"
+    return f"the MLflow tracking store {uri} cannot be used ({type(err).__name__}: {first_line(err)}): {fix}"
 
 
 def cpu_name() -> str:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Protocol
 
-from ebm.errors import ModelFileError
+from ebm.errors import ModelFileError, first_line
 
 REGISTRY = {  # model.family -> the module defining FAMILY
     "deep": "ebm.families.deep.family",
@@ -113,8 +113,8 @@ def load_model_file(path: str | Path, missing_hint: str = "run the train stage (
     try:
         return keras.saving.load_model(path, compile=False)
     except (OSError, ValueError, zipfile.BadZipFile, KeyError, TypeError) as err:
-        first = (str(err).strip().splitlines() or [""])[0][:300]  # Keras appends the whole config: kept out
-        raise ModelFileError(f"model file {path} could not be loaded ({type(err).__name__}: {first})") from err
+        raise ModelFileError(f"model file {path} could not be loaded ({type(err).__name__}: "
+                             f"{first_line(err, 300)})") from err
 
 
 OTHER_MODELS = {"TemperedMean": "the classifier stage's judge (models/classifier.keras)"}  # a class -> what holds it

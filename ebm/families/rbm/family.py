@@ -209,23 +209,16 @@ class RBMFamily:
                  seed: int) -> np.ndarray:
         """Fill the ``hidden`` pixels by ``steps`` block Gibbs sweeps with the observed visible
         units clamped to their intensities (the hidden ones start from the data's marginals)."""
-        import tensorflow as tf
-
-        from ebm.families.rbm.model import gibbs_sweep
+        from ebm.families.rbm.model import gibbs_chain
 
         if not hasattr(model, "w"):
             raise ValueError(f"completion is not supported for the {self.name} family yet (its visible units are "
                              "reached through a down-pass): complete with an rbm or deep model")
         v_obs = intensities(observed)
         mask = intensities(np.where(np.broadcast_to(hidden, observed.shape), 1.0, -1.0)) > 0.5
-        rng = tf.random.Generator.from_seed(seed)
-        start = model.random_starts(len(v_obs), seed)
-        v = tf.constant(np.where(mask, start, v_obs), tf.float32)
-        p = v
-        for _ in range(steps):
-            v, p = gibbs_sweep(v, model.w, model.b, model.c, rng)
-            v = tf.where(mask, v, v_obs)
-        return to_images(np.where(mask, p.numpy(), v_obs))
+        v0 = np.where(mask, model.random_starts(len(v_obs), seed), v_obs).astype(np.float32)
+        _, p, _ = gibbs_chain(model.w, model.b, model.c, v0, steps, seed=seed, clamp=(mask, v_obs))
+        return to_images(np.where(mask, p, v_obs))
 
     def energy(self, model):
         """The free energy of the visible units, on the digits' intensities in [0, 1]."""

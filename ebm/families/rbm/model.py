@@ -41,13 +41,15 @@ def gibbs_sweep(v, w, b, c, rng: tf.random.Generator):
 
 # block Gibbs chains, compiled, with snapshots at chosen sweeps
 def gibbs_chain(w, b, c, v0, steps: int, record_at: Sequence[int] = (), seed: int = 0,
-                record_first: int | None = None, measure=None):
+                record_first: int | None = None, measure=None, clamp=None):
     """Run ``steps`` block Gibbs sweeps from the binary states ``v0`` (N, D).
 
     Returns ``(v, p, snapshots)``: the final binary states, their last ``p(v = 1 | h)`` (the
     "mean" image a grid shows) and ``{step: p}`` of the first ``record_first`` chains (all by
     default) for each step in ``record_at`` (step 0: ``v0``). With ``measure`` (a function of
-    the binary states), also a fourth item ``{step: measure(v)}`` at the same steps.
+    the binary states), also a fourth item ``{step: measure(v)}`` at the same steps. With
+    ``clamp = (free, values)`` the units where ``free`` is false are held at ``values`` after
+    every sweep (completion with observed pixels).
     """
     rng = tf.random.Generator.from_seed(seed)
 
@@ -55,6 +57,8 @@ def gibbs_chain(w, b, c, v0, steps: int, record_at: Sequence[int] = (), seed: in
     def run(v, sweeps):
         def body(i, v, p):
             v, p = gibbs_sweep(v, w, b, c, rng)
+            if clamp is not None:
+                v = tf.where(clamp[0], v, clamp[1])
             return i + 1, v, p
 
         _, v, p = tf.while_loop(lambda i, v, p: i < sweeps, body, (tf.constant(0), v, v))
