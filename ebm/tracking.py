@@ -142,8 +142,13 @@ class Tracker:
             except Exception as err:  # sqlalchemy, MLflow and HTTP errors alike: the store is the problem
                 raise TrackingStoreError(store_problem(self.uri, err)) from err
 
+    @contextlib.contextmanager
     def locked(self):
-        return store_lock(self.uri)
+        """The store lock, with a stage's SIGINT/SIGTERM held until the write is done: an
+        interrupt inside MLflow's database session came out as an MlflowException ("This
+        transaction is closed") and the run ended FAILED instead of KILLED."""
+        with signals_deferred(), store_lock(self.uri):
+            yield
 
     def experiment_name(self, params: Params) -> str:
         """``tracking.experiment`` if set, else one experiment per DVC baseline commit."""
@@ -237,8 +242,36 @@ class StageKilled(BaseException):
     """Raised in a stage when it receives SIGTERM, so its run ends KILLED."""
 
 
-def _raise_killed(signum, frame):
+_DEFERRED = {"depth": 0, "pending": None}  # signals_deferred's nesting and the signal it holds
+
+
+def _on_signal(signum, frame):
+    """A stage's SIGINT / SIGTERM handler: KeyboardInterrupt / :class:`StageKilled`, at once, or
+    when the current :func:`signals_deferred` block ends."""
+    if _DEFERRED["depth"]:
+        _DEFERRED["pending"] = signum
+        return
+    _raise_for(signum)
+
+
+def _raise_for(signum):
+    if signum == signal.SIGINT:
+        raise KeyboardInterrupt
     raise StageKilled(f"received signal {signum}")
+
+
+@contextlib.contextmanager
+def signals_deferred():
+    """Hold a stage's SIGINT and SIGTERM until the block ends, then raise as :func:`_on_signal`
+    would have (the block's writes complete; blocks nest)."""
+    _DEFERRED["depth"] += 1
+    try:
+        yield
+    finally:
+        _DEFERRED["depth"] -= 1
+        if not _DEFERRED["depth"] and (signum := _DEFERRED["pending"]) is not None:
+            _DEFERRED["pending"] = None
+            _raise_for(signum)
 
 
 @contextlib.contextmanager
@@ -282,7 +315,7 @@ def stage_run(stage: str, params: Params, section: Mapping | None = None, record
     run = StageRun(tracker, run_id, parent)
     # our own handlers, whatever the parent left: a background job of a non-interactive shell
     # starts with SIGINT ignored, and Python then installs no KeyboardInterrupt handler
-    handlers = {signal.SIGTERM: _raise_killed, signal.SIGINT: signal.default_int_handler}
+    handlers = {signal.SIGTERM: _on_signal, signal.SIGINT: _on_signal}
     previous = {sig: signal.signal(sig, handler) for sig, handler in handlers.items()} \
         if threading.current_thread() is threading.main_thread() else {}
     try:

@@ -465,3 +465,17 @@ def test_a_run_is_placed_among_the_reference_draws_of_its_recipe(tmp_path):
     text = "".join(spread_paragraphs(params, {"fid": 21.0}, file))
     assert f"Reference draws of this recipe ({params.recipe_digest()})" in text and "inside their range" in text
     assert "one run is one draw" in "".join(spread_paragraphs(params, {"fid": 21.0}, None))
+
+
+@pytest.mark.parametrize("sig, raised", [(signal.SIGINT, KeyboardInterrupt), (signal.SIGTERM, tracking.StageKilled)])
+def test_a_signal_during_a_store_write_waits_for_the_write_and_ends_the_run_killed(mlflow_store, sig, raised):
+    """An interrupt that lands inside MLflow's database session came out as an MlflowException
+    ("This transaction is closed") and the run ended FAILED: it is held until the write is done."""
+    with pytest.raises(raised):
+        with tracking.stage_run("train", parse_params(tiny_params_dict())) as run:
+            with run.tracker.locked():
+                os.kill(os.getpid(), sig)  # delivered here, in the middle of the write ...
+                run.tracker.client.set_tag(run.run_id, "written", "yes")  # ... which still completes
+            pytest.fail("the held signal was not raised when the write ended")
+    stage = tracking.Tracker().client.get_run(run.run_id)
+    assert stage.info.status == "KILLED" and stage.data.tags["written"] == "yes"
